@@ -1,0 +1,375 @@
+/* vm.c: VM lifetime (KVM fds, RAM, vCPUs), device inventory, run state and guest-driven events. */
+#include "core/vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "arch/x86.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/vcpu.h"
+
+static const char *const runstate_names[VM_RUNSTATE__MAX] = {
+    [VM_PRELAUNCH] = "prelaunch",
+    [VM_RUNNING] = "running",
+    [VM_PAUSED] = "paused",
+    [VM_SHUTDOWN] = "shutdown",
+    [VM_INMIGRATE] = "inmigrate",
+    [VM_POSTMIGRATE] = "postmigrate",
+    [VM_FINISH_MIGRATE] = "finish-migrate",
+    [VM_COLO] = "colo",
+    [VM_INTERNAL_ERROR] = "internal-error",
+    [VM_RESTORE_VM] = "restore-vm",
+};
+
+const char *vm_runstate_name(enum vm_runstate s)
+{
+    return (unsigned)s < VM_RUNSTATE__MAX ? runstate_names[s] : "unknown";
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
+{
+    int err, api;
+
+    memset(vm, 0, sizeof(*vm));
+    vm->kvm_fd = vm->vm_fd = -1;
+    vm->loop = loop;
+    atomic_init(&vm->exit_status, -1);
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_cond_init(&vm->cond_paused, NULL);
+    pthread_cond_init(&vm->cond_resume, NULL);
+    bus_init(&vm->pio, "pio", 0x10000);
+    bus_init(&vm->mmio, "mmio", 0);
+    vm->state = VM_PRELAUNCH;
+
+    if (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS) {
+        log_err("vm: --cpus must be between 1 and %d", VM_MAX_CPUS);
+        return -EINVAL;
+    }
+    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        err = -errno;
+        log_err("vm: cannot open /dev/kvm: %s", strerror(errno));
+        goto err;
+    }
+    api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+    if (api != KVM_API_VERSION) {
+        err = -ENOTSUP;
+        log_err("vm: KVM API version %d, expected %d", api, KVM_API_VERSION);
+        goto err;
+    }
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0) {
+        err = -errno;
+        log_err("vm: KVM_CREATE_VM: %s", strerror(errno));
+        goto err;
+    }
+    vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (vm->vcpu_mmap_size <= 0) {
+        err = -EINVAL;
+        goto err;
+    }
+    err = gmem_init(&vm->mem, cfg->mem_size);
+    if (err) {
+        log_err("vm: cannot allocate %llu bytes of guest RAM: %s",
+                (unsigned long long)cfg->mem_size, strerror(-err));
+        goto err;
+    }
+    err = gmem_register(&vm->mem, vm->vm_fd);
+    if (err)
+        goto err;
+    err = x86_vm_init(vm);
+    if (err)
+        goto err;
+    vm->ncpus = cfg->ncpus;
+    for (int i = 0; i < cfg->ncpus; i++) {
+        err = vcpu_create(vm, i, &vm->vcpus[i]);
+        if (err)
+            goto err;
+    }
+    return 0;
+
+err:
+    vm_destroy(vm);
+    return err;
+}
+
+void vm_shutdown_vcpus(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    atomic_store(&vm->quit, true);
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vm->vcpus[i])
+            vcpu_kick(vm->vcpus[i]);
+    pthread_cond_broadcast(&vm->cond_resume);
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++) {
+        struct vcpu *v = vm->vcpus[i];
+        if (v && v->thread_started) {
+            pthread_join(v->thread, NULL);
+            v->thread_started = false;
+        }
+    }
+}
+
+void vm_destroy(struct vm *vm)
+{
+    vm_shutdown_vcpus(vm);
+    for (unsigned i = vm->ndevices; i-- > 0;)
+        if (vm->devices[i].destroy)
+            vm->devices[i].destroy(vm->devices[i].opaque);
+    vm->ndevices = 0;
+    for (int i = 0; i < vm->ncpus; i++) {
+        vcpu_destroy(vm->vcpus[i]);
+        vm->vcpus[i] = NULL;
+    }
+    gmem_destroy(&vm->mem);
+    bus_destroy(&vm->pio);
+    bus_destroy(&vm->mmio);
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+    vm->vm_fd = vm->kvm_fd = -1;
+}
+
+int vm_add_device(struct vm *vm, const struct vm_device *dev)
+{
+    if (vm->ndevices >= VM_MAX_DEVICES)
+        return -ENOSPC;
+    if (vm_find_device(vm, dev->name, dev->instance))
+        return -EEXIST;
+    vm->devices[vm->ndevices++] = *dev;
+    return 0;
+}
+
+struct vm_device *vm_find_device(struct vm *vm, const char *name, uint32_t instance)
+{
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].instance == instance && !strcmp(vm->devices[i].name, name))
+            return &vm->devices[i];
+    return NULL;
+}
+
+int vm_start(struct vm *vm, bool start_paused)
+{
+    int err;
+
+    if (vm->boot) {
+        err = vm->boot(vm, vm->boot_opaque);
+        if (err)
+            return err;
+    }
+    pthread_mutex_lock(&vm->lock);
+    if (start_paused) {
+        vm->pause_depth++;
+        vm->user_paused = true;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++) {
+        err = vcpu_start_thread(vm->vcpus[i]);
+        if (err) {
+            log_err("vm: cannot start vcpu%d thread: %s", i, strerror(-err));
+            return err;
+        }
+    }
+    if (!start_paused)
+        vm_set_state(vm, VM_RUNNING);
+    return 0;
+}
+
+struct state_note {
+    struct vm *vm;
+    enum vm_runstate old, now;
+};
+
+static void state_note_cb(void *opaque)
+{
+    struct state_note *n = opaque;
+
+    if (n->vm->hooks.state_changed)
+        n->vm->hooks.state_changed(n->vm->hooks.opaque, n->old, n->now);
+    free(n);
+}
+
+void vm_set_state(struct vm *vm, enum vm_runstate s)
+{
+    struct state_note *n;
+    enum vm_runstate old;
+
+    pthread_mutex_lock(&vm->lock);
+    old = vm->state;
+    vm->state = s;
+    pthread_mutex_unlock(&vm->lock);
+    if (old == s || !vm->loop)
+        return;
+    n = malloc(sizeof(*n));
+    if (!n)
+        return;
+    *n = (struct state_note){vm, old, s};
+    if (loop_call(vm->loop, state_note_cb, n) < 0)
+        free(n);
+}
+
+enum vm_runstate vm_get_state(struct vm *vm)
+{
+    enum vm_runstate s;
+
+    pthread_mutex_lock(&vm->lock);
+    s = vm->state;
+    pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
+int vm_stop(struct vm *vm)
+{
+    bool hold;
+
+    pthread_mutex_lock(&vm->lock);
+    hold = !vm->user_paused;
+    vm->user_paused = true;
+    pthread_mutex_unlock(&vm->lock);
+    if (hold)
+        vm_pause(vm);
+    if (vm_get_state(vm) == VM_RUNNING)
+        vm_set_state(vm, VM_PAUSED);
+    return 0;
+}
+
+int vm_cont(struct vm *vm)
+{
+    enum vm_runstate s = vm_get_state(vm);
+    bool release;
+
+    switch (s) {
+    case VM_INMIGRATE:
+        return -EBUSY; /* QEMU: the incoming migration has not finished */
+    case VM_INTERNAL_ERROR:
+    case VM_SHUTDOWN:
+        return -EINVAL;
+    default:
+        break;
+    }
+    pthread_mutex_lock(&vm->lock);
+    release = vm->user_paused;
+    vm->user_paused = false;
+    pthread_mutex_unlock(&vm->lock);
+    vm_set_state(vm, VM_RUNNING);
+    if (release)
+        vm_resume(vm);
+    return 0;
+}
+
+int vm_system_reset(struct vm *vm)
+{
+    int err = 0;
+
+    vm_pause(vm);
+    for (unsigned i = 0; i < vm->ndevices; i++)
+        if (vm->devices[i].reset)
+            vm->devices[i].reset(vm->devices[i].opaque);
+    for (int i = 0; i < vm->ncpus && !err; i++)
+        err = x86_vcpu_reset(vm->vcpus[i]);
+    if (!err && vm->boot)
+        err = vm->boot(vm, vm->boot_opaque);
+    vm_resume(vm);
+    if (err)
+        vm_internal_error(vm, "system reset failed: %s", strerror(-err));
+    return err;
+}
+
+struct exit_note {
+    struct vm *vm;
+    char reason[32];
+};
+
+static void exit_note_cb(void *opaque)
+{
+    struct exit_note *n = opaque;
+
+    vm_set_state(n->vm, VM_SHUTDOWN);
+    if (n->vm->hooks.shutdown)
+        n->vm->hooks.shutdown(n->vm->hooks.opaque, n->reason);
+    loop_quit(n->vm->loop);
+    free(n);
+}
+
+void vm_request_exit(struct vm *vm, int status, const char *reason)
+{
+    struct exit_note *n;
+    int none = -1;
+
+    /* First request wins: a guest that keeps writing the port does not change the status. */
+    if (!atomic_compare_exchange_strong(&vm->exit_status, &none, status))
+        return;
+    /* Stop the vCPUs from running further guest code; they are joined at process exit. */
+    pthread_mutex_lock(&vm->lock);
+    atomic_store(&vm->quit, true);
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_kick(vm->vcpus[i]);
+    pthread_cond_broadcast(&vm->cond_resume);
+    pthread_mutex_unlock(&vm->lock);
+    if (!vm->loop)
+        return;
+    n = calloc(1, sizeof(*n));
+    if (!n) {
+        loop_quit(vm->loop);
+        return;
+    }
+    n->vm = vm;
+    snprintf(n->reason, sizeof(n->reason), "%s", reason);
+    if (loop_call(vm->loop, exit_note_cb, n) < 0) {
+        free(n);
+        loop_quit(vm->loop);
+    }
+}
+
+static void reset_cb(void *opaque)
+{
+    struct vm *vm = opaque;
+
+    atomic_store(&vm->reset_pending, false);
+    if (vm->no_reboot) {
+        vm_request_exit(vm, 0, "guest-reset");
+        return;
+    }
+    if (vm_system_reset(vm) == 0 && vm->hooks.guest_reset)
+        vm->hooks.guest_reset(vm->hooks.opaque);
+}
+
+void vm_request_reset(struct vm *vm)
+{
+    bool expected = false;
+
+    if (!atomic_compare_exchange_strong(&vm->reset_pending, &expected, true))
+        return;
+    if (!vm->loop || loop_call(vm->loop, reset_cb, vm) < 0)
+        atomic_store(&vm->reset_pending, false);
+}
+
+static void internal_error_cb(void *opaque)
+{
+    struct vm *vm = opaque;
+
+    /* QEMU leaves the VM paused in internal-error for inspection; so do we. */
+    vm_stop(vm);
+    vm_set_state(vm, VM_INTERNAL_ERROR);
+}
+
+void vm_internal_error(struct vm *vm, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(vm->internal_error, sizeof(vm->internal_error), fmt, ap);
+    va_end(ap);
+    log_err("%s", vm->internal_error);
+    if (vm->loop)
+        loop_call(vm->loop, internal_error_cb, vm);
+}

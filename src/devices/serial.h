@@ -1,0 +1,21 @@
+/* serial.h: a 16550-compatible UART (COM1 at 0x3f8, IRQ 4) with a stdio, file or null backend. */
+#pragma once
+
+#include <stdint.h>
+
+struct vm;
+
+struct serial_state {
+    /* Registers (migratable). */
+    uint8_t rbr, ier, iir, fcr, lcr, mcr, lsr, msr, scr, dll, dlm;
+    uint8_t thr_ipending; /* THRE interrupt pending */
+    /* Host side (not migrated). */
+    struct vm *vm;
+    int out_fd; /* -1: discard */
+    int in_fd;  /* -1: no input */
+    int irq;
+    uint64_t bytes_out;
+};
+
+/* spec: "stdio", "file:PATH", "none". Registers COM1 on the PIO bus and in the inventory. */
+int serial_create(struct vm *vm, const char *spec, char *err, size_t errlen);
