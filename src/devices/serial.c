@@ -168,7 +168,7 @@ static void serial_destroy(void *opaque)
     free(s);
 }
 
-static int serial_post_load(void *opaque, int version_id)
+static int serial_post_load(void *opaque, uint32_t version_id)
 {
     struct serial_state *s = opaque;
 
