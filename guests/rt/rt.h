@@ -1,0 +1,116 @@
+/* rt.h: the test guests' mini-runtime (serial, printf, exit, command line, memory map). */
+#pragma once
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit values shared by all guests (written to the debug-exit port 0xf4). */
+#define RT_EXIT_OK        0 /* finished normally */
+#define RT_EXIT_CONFIG    2 /* bad command line or not enough RAM */
+#define RT_EXIT_CORRUPT   3 /* the guest's self-check failed */
+#define RT_EXIT_EXCEPTION 4 /* a CPU exception reached the runtime's IDT */
+
+#define RT_DEBUG_EXIT_PORT 0xf4
+#define RT_COM1            0x3f8
+
+/* Lowest address the guests use for their work regions (above the image and the boot info). */
+#define RT_REGION_BASE (16ull << 20)
+
+/* Guest entry point, called in ring 3 (IOPL=3, IF=0) once the runtime is set up. Its return
+ * value is passed to rt_exit(). */
+int main(void);
+
+/* Port I/O works from ring 3: natively where the CPU honours IOPL=3, otherwise the #GP it
+ * raises reaches rt_trap (ring 0), which performs the access and resumes after the
+ * instruction. Some software KVMs (kvm_pvm) run guest ring 3 with IOPL=0. */
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
+}
+
+static inline void outw(uint16_t port, uint16_t v)
+{
+    __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port) : "memory");
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port) : "memory");
+    return v;
+}
+
+static inline uint16_t inw(uint16_t port)
+{
+    uint16_t v;
+    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port) : "memory");
+    return v;
+}
+
+static inline uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory");
+    return v;
+}
+
+/* 1 if ring-3 in/out run natively (IOPL=3 honoured), 0 if each one traps to ring 0. */
+int rt_io_native(void);
+
+/* Stop the vCPU for good (hlt from ring 3 traps; ring 0 then halts with IF=0). */
+_Noreturn void rt_halt(void);
+
+/* Compiler barrier: keeps busy loops and ordered stores from being optimised away. */
+static inline void rt_barrier(void)
+{
+    __asm__ volatile("" : : : "memory");
+}
+
+/* Serial output on COM1 (no UART programming; polls LSR.THRE with a bounded wait). */
+void rt_putc(char c);
+void rt_write(const char *s, size_t n);
+void rt_puts(const char *s); /* no newline appended */
+
+/* printf subset: %d %i %u %x %X %c %s %p %%, length l/ll/z, flags 0 and -, field width,
+ * precision for %s (.N or .*). */
+int rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int rt_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+int rt_snprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int rt_vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+/* Write v to the debug-exit port (tandem exits with v, QEMU's isa-debug-exit with (v<<1)|1),
+ * then halt for good if nobody listens. */
+_Noreturn void rt_exit(unsigned v);
+
+/* Command line: the multiboot cmdline string, split at spaces into tokens; key=value tokens
+ * are the guest's options (the first token is usually the image path and is ignored). */
+const char *rt_cmdline(void);
+/* Value of key=value as a number: decimal or 0x-hex, optional suffix K, M, G (powers of 1024).
+ * Returns def when the key is absent; a malformed value prints an error and exits with
+ * RT_EXIT_CONFIG. */
+uint64_t rt_arg_u64(const char *key, uint64_t def);
+/* 1 if key or key=... appears on the command line. */
+int rt_arg_present(const char *key);
+
+/* Memory, from the multiboot info (memory map if present, else mem_lower/mem_upper). */
+int rt_have_meminfo(void);
+uint64_t rt_ram_bytes(void); /* total bytes of available RAM */
+/* 1 if [base, base+len) lies entirely in available RAM. */
+int rt_ram_usable(uint64_t base, uint64_t len);
+/* First byte after the loaded image (text, data, bss and stacks). */
+uint64_t rt_image_end(void);
+
+/* Freestanding string helpers (GCC may also emit calls to the mem* ones). */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *restrict d, const void *restrict s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strncmp(const char *a, const char *b, size_t n);
