@@ -56,9 +56,9 @@ enum {
     MBI_LOADER_NAME = 64,
     MBI_SIZE = 88,
 };
-#define MB_MMAP_ENTRY_SIZE 24u /* u32 size (=20, excludes itself), u64 base, u64 length, u32 type  \
-                                */
-#define MB_MMAP_MAX (4 + MEM_MAX_SLOTS)
+/* Memory map entry: u32 size (= 20, excludes itself), u64 base, u64 length, u32 type. */
+#define MB_MMAP_ENTRY_SIZE 24u
+#define MB_MMAP_MAX        (4 + MEM_MAX_SLOTS)
 
 _Static_assert(MB_MMAP_ADDR + MB_MMAP_MAX * MB_MMAP_ENTRY_SIZE <= MB_INFO_ADDR, "mmap fits");
 _Static_assert(MB_INFO_ADDR + MBI_SIZE <= MB_LOADER_NAME, "info struct fits");

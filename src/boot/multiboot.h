@@ -58,7 +58,7 @@ struct mb_load_result {
 /* Load image[0, size) into m and write the info structure with cmdline (NULL = "") verbatim.
  * Returns 0, -ENOEXEC (not a loadable multiboot image: the reason is in err), -E2BIG (cmdline
  * longer than MB_CMDLINE_MAX - 1), -EINVAL (bad arguments) or -ENOMEM. err (may be NULL)
- * always receives a NUL-terminated message on failure. */
+ * always receives a NUL-terminated message on failure; res is written only on success. */
 int multiboot_load(struct guest_mem *m, const void *image, size_t size, const char *cmdline,
                    struct mb_load_result *res, char *err, size_t errlen);
 
