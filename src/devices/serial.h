@@ -1,6 +1,7 @@
 /* serial.h: a 16550-compatible UART (COM1 at 0x3f8, IRQ 4) with a stdio, file or null backend. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct vm;
