@@ -149,8 +149,10 @@ void sw_checksum_reset(struct stream_writer *sw)
 }
 
 /*
- * Writes all of p to the fd. send(MSG_NOSIGNAL) first so a peer that died cannot kill us with
- * SIGPIPE: a fault-tolerant VMM must survive its peer's death to fail over.
+ * Writes all of p to the fd. Sockets get send(MSG_NOSIGNAL | MSG_DONTWAIT): a peer that died
+ * cannot kill us with SIGPIPE (a fault-tolerant VMM must survive its peer's death to fail over),
+ * and a send never blocks past the poll() that enforces the timeout. Other fds (files, pipes)
+ * get plain write(), where the timeout only bounds the wait before each write.
  */
 static void sw_write_fd(struct stream_writer *sw, const uint8_t *p, size_t n)
 {
@@ -166,7 +168,7 @@ static void sw_write_fd(struct stream_writer *sw, const uint8_t *p, size_t n)
             }
         }
         if (!sw->not_socket) {
-            w = send(sw->fd, p, n, MSG_NOSIGNAL);
+            w = send(sw->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (w < 0 && errno == ENOTSOCK) {
                 sw->not_socket = true;
                 continue;
@@ -574,11 +576,14 @@ void sr_get_name(struct stream_reader *sr, char *buf)
         buf[0] = '\0';
         return;
     }
+    /* Check all n bytes, not the C string: an embedded NUL must not shorten the name. */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
+            buf[0] = '\0';
+            sr_fail(sr, -EBADMSG, "name is not printable ASCII");
+            return;
+        }
     buf[n] = '\0';
-    if (!stream_name_ok(buf)) {
-        buf[0] = '\0';
-        sr_fail(sr, -EBADMSG, "name is not printable ASCII");
-    }
 }
 
 int sr_peek_u8(struct stream_reader *sr)

@@ -70,7 +70,10 @@ void stream_writer_destroy(struct stream_writer *sw);
 
 /* A memory writer refuses (-ENOSPC) to grow past max bytes. Default: SIZE_MAX / 2. */
 void sw_set_max_size(struct stream_writer *sw, size_t max);
-/* An fd writer fails with -ETIMEDOUT when the fd accepts no byte for ms milliseconds. */
+/*
+ * An fd writer fails with -ETIMEDOUT when a socket accepts no byte for ms milliseconds (a stalled
+ * peer). For files and pipes it only bounds the wait before each write(). < 0: no timeout.
+ */
 void sw_set_timeout_ms(struct stream_writer *sw, int ms);
 
 void sw_put_u8(struct stream_writer *sw, uint8_t v);
