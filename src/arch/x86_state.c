@@ -191,8 +191,11 @@ int x86_vm_state_check(const struct x86_vm_state *s, char *err, size_t errlen)
         return -EINVAL;
     }
     for (int i = 0; i < 3; i++) {
-        if (s->pit.channels[i].mode > 5 || s->pit.channels[i].rw_mode > 3) {
-            snprintf(err, errlen, "VM state: PIT channel %d mode out of range", i);
+        /* 0xff is KVM's "never programmed" after reset. */
+        if ((s->pit.channels[i].mode > 5 && s->pit.channels[i].mode != 0xff) ||
+            s->pit.channels[i].rw_mode > 3) {
+            snprintf(err, errlen, "VM state: PIT channel %d mode %u rw_mode %u out of range", i,
+                     s->pit.channels[i].mode, s->pit.channels[i].rw_mode);
             return -EINVAL;
         }
     }

@@ -21,6 +21,8 @@
 #include "devices/debugexit.h"
 #include "devices/resetctl.h"
 #include "devices/serial.h"
+#include "migration/migrate.h"
+#include "qmp/cmds_migration.h"
 #include "qmp/cmds_vm.h"
 #include "qmp/server.h"
 
@@ -29,6 +31,7 @@ struct run_opts {
     const char *append;
     const char *serial;
     const char *qmp;
+    const char *incoming;
     uint64_t mem;
     long cpus;
     bool paused;
@@ -39,15 +42,19 @@ static void run_usage(FILE *f)
 {
     fprintf(f,
             "Usage: tandem run --kernel FILE [OPTIONS]\n"
+            "       tandem run --incoming URI [OPTIONS]\n"
             "\n"
             "Run a KVM virtual machine that boots a Multiboot (v1) ELF image.\n"
             "\n"
-            "  -k, --kernel FILE     Multiboot image to boot (required)\n"
+            "  -k, --kernel FILE     Multiboot image to boot (required unless --incoming;\n"
+            "                        with --incoming it is used again on a guest reset)\n"
             "  -a, --append CMDLINE  kernel command line (passed as \"FILE CMDLINE\", as QEMU does)\n"
             "  -m, --memory SIZE     guest RAM; suffix K/M/G, bare number = MiB (default 256M)\n"
             "  -c, --cpus N          vCPUs, 1-%d (default 1)\n"
             "      --serial BACKEND  COM1: stdio, file:PATH or none (default stdio)\n"
             "      --qmp unix:PATH   QMP control socket (QEMU wire protocol)\n"
+            "      --incoming URI    wait for a migration: tcp:HOST:PORT, unix:PATH, file:PATH\n"
+            "                        (a snapshot), or defer (then QMP migrate-incoming)\n"
             "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
             "      --no-reboot       exit instead of rebooting when the guest resets\n"
             "  -v, --verbose         more logging (repeat for debug); TANDEM_LOG=debug also works\n"
@@ -59,7 +66,7 @@ static void run_usage(FILE *f)
             VM_MAX_CPUS);
 }
 
-enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT };
+enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING };
 
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
@@ -70,6 +77,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         {"cpus", required_argument, NULL, 'c'},
         {"serial", required_argument, NULL, OPT_SERIAL},
         {"qmp", required_argument, NULL, OPT_QMP},
+        {"incoming", required_argument, NULL, OPT_INCOMING},
         {"paused", no_argument, NULL, 'S'},
         {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
         {"verbose", no_argument, NULL, 'v'},
@@ -111,6 +119,9 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         case OPT_QMP:
             o->qmp = optarg;
             break;
+        case OPT_INCOMING:
+            o->incoming = optarg;
+            break;
         case 'S':
             o->paused = true;
             break;
@@ -138,8 +149,8 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         fprintf(stderr, "tandem run: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!o->kernel) {
-        fprintf(stderr, "tandem run: --kernel FILE is required\n");
+    if (!o->kernel && !o->incoming) {
+        fprintf(stderr, "tandem run: --kernel FILE (or --incoming URI) is required\n");
         return 2;
     }
     if (verbose)
@@ -152,6 +163,7 @@ struct machine {
     struct loop *loop;
     struct vm vm;
     struct qmp_server *qmp;
+    struct migration mig;
     int sigfd;
     int signal_status;
 };
@@ -163,6 +175,10 @@ static int machine_boot(struct vm *vm, void *opaque)
     char err[256] = "";
     int r;
 
+    if (!m->opts.kernel) {
+        log_err("reset: no --kernel to boot again");
+        return -ENOENT;
+    }
     r = multiboot_load_file(&vm->mem, m->opts.kernel, m->opts.append, &res, err, sizeof(err));
     if (r) {
         log_err("%s", err[0] ? err : strerror(-r));
@@ -218,7 +234,7 @@ int run_main(int argc, char **argv)
     }
     if (getenv("TANDEM_LOG") && !strcmp(getenv("TANDEM_LOG"), "debug"))
         log_set_level(LOG_DEBUG);
-    if (access(m->opts.kernel, R_OK) < 0) {
+    if (m->opts.kernel && access(m->opts.kernel, R_OK) < 0) {
         fprintf(stderr, "tandem run: --kernel: cannot read '%s': %s\n", m->opts.kernel,
                 strerror(errno));
         free(m);
@@ -248,6 +264,8 @@ int run_main(int argc, char **argv)
         log_err("cannot create the platform devices");
         goto out_vm;
     }
+    migration_init(&m->mig, &m->vm, m->loop);
+    m->mig.colo_supported = true;
     if (m->opts.qmp) {
         char path[256];
         if (qmp_parse_uri(m->opts.qmp, path, sizeof(path)) < 0) {
@@ -263,16 +281,34 @@ int run_main(int argc, char **argv)
         if (qmp_register_vm_commands(m->qmp, &m->vm) < 0)
             goto out_qmp;
         qmp_attach_vm_events(m->qmp, &m->vm);
+        if (qmp_register_migration_commands(m->qmp, &m->mig) < 0)
+            goto out_qmp;
     }
 
-    if (vm_start(&m->vm, m->opts.paused) < 0)
+    if (m->opts.incoming) {
+        /* The state comes from the stream: no boot, vCPUs parked until it is applied. */
+        m->vm.boot = NULL;
+        if (vm_start(&m->vm, true) < 0)
+            goto out_qmp;
+        m->vm.boot = machine_boot;
+        vm_set_state(&m->vm, VM_INMIGRATE);
+        if (!strcmp(m->opts.incoming, "defer")) {
+            m->mig.incoming_deferred = true;
+        } else if (migrate_incoming_start(&m->mig, m->opts.incoming, err, sizeof(err)) < 0) {
+            fprintf(stderr, "tandem run: --incoming: %s\n", err);
+            status = 2;
+            goto out_qmp;
+        }
+    } else if (vm_start(&m->vm, m->opts.paused) < 0) {
         goto out_qmp;
+    }
     loop_run(m->loop);
     status = atomic_load(&m->vm.exit_status);
     if (status < 0)
         status = 0;
 
 out_qmp:
+    migration_destroy(&m->mig);
     vm_shutdown_vcpus(&m->vm);
     if (m->qmp)
         qmp_server_free(m->qmp);
