@@ -4,7 +4,7 @@
 void rt_putc(char c)
 {
     /* LSR.THRE; give up waiting after a while so a UART that never says ready cannot hang us */
-    for (unsigned i = 0; i < 100000 && !(inb(RT_COM1 + 5) & 0x20); i++)
+    for (unsigned i = 0; i < 1000 && !(inb(RT_COM1 + 5) & 0x20); i++)
         ;
     outb(RT_COM1, (uint8_t)c);
 }
