@@ -1,6 +1,20 @@
 /* section.c: writes and loads the framed stream; the loader treats every byte as hostile. */
 #include "migration/section.h"
 
+/*
+ * What the loader remembers per registry entry, and which records each state accepts:
+ *
+ *   unbound --START/FULL (id, idstr+instance, version)--> bound to id
+ *
+ *   vmstate entry, bound:   FULL id   (once per segment)
+ *   iterative entry, bound:  closed --START id--> open --PART id--> open --END id--> closed
+ *
+ *   every segment: seen := false for all; EOF checks the CRC and ends the segment.
+ *
+ * Anything else (an id bound to another entry, an entry re-bound to a new id, PART/END while
+ * closed, FULL twice in a segment, a version outside the entry's range) fails the load.
+ */
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

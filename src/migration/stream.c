@@ -122,7 +122,7 @@ int sw_error(const struct stream_writer *sw)
 
 const char *sw_errmsg(const struct stream_writer *sw)
 {
-    return sw->err ? sw->errmsg : "no error";
+    return sw->errmsg; /* "" until the first error */
 }
 
 uint64_t sw_offset(const struct stream_writer *sw)
@@ -374,7 +374,7 @@ int sr_error(const struct stream_reader *sr)
 
 const char *sr_errmsg(const struct stream_reader *sr)
 {
-    return sr->err ? sr->errmsg : "no error";
+    return sr->errmsg; /* "" until the first error */
 }
 
 uint64_t sr_offset(const struct stream_reader *sr)

@@ -90,6 +90,7 @@ bool stream_name_ok(const char *name);
 /* Pushes buffered bytes to the fd (no-op for memory). Returns sw_error(). */
 int sw_flush(struct stream_writer *sw);
 int sw_error(const struct stream_writer *sw);
+/* The first error's message, naming the stream offset; "" while there is no error. */
 const char *sw_errmsg(const struct stream_writer *sw);
 /* Records err (negative errno) unless an error is already recorded. */
 __attribute__((format(printf, 3, 4))) void sw_fail(struct stream_writer *sw, int err,
@@ -135,6 +136,7 @@ void sr_get_name(struct stream_reader *sr, char *buf);
 int sr_peek_u8(struct stream_reader *sr);
 
 int sr_error(const struct stream_reader *sr);
+/* The first error's message, naming the stream offset; "" while there is no error. */
 const char *sr_errmsg(const struct stream_reader *sr);
 __attribute__((format(printf, 3, 4))) void sr_fail(struct stream_reader *sr, int err,
                                                    const char *fmt, ...);

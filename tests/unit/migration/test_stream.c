@@ -94,6 +94,7 @@ static void test_writer_growth_and_limit(void **state)
     data = sw_buf_data(&sw, &len);
     assert_int_equal(len, 40000);
     assert_int_equal(data[4 * 9999 + 3], 9999 & 0xff);
+    assert_string_equal(sw_errmsg(&sw), "");
     sw_set_max_size(&sw, 40002);
     sw_put_u16(&sw, 1);
     assert_int_equal(sw_error(&sw), 0);
@@ -137,6 +138,7 @@ static void test_reader_values_and_truncation(void **state)
     struct stream_reader sr;
 
     stream_reader_init_buf(&sr, in, sizeof(in));
+    assert_string_equal(sr_errmsg(&sr), "");
     assert_int_equal(sr_peek_u8(&sr), 0xab);
     assert_int_equal(sr_get_u8(&sr), 0xab);
     assert_int_equal(sr_get_u16(&sr), 0x1234);
