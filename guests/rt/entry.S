@@ -86,7 +86,6 @@ long_entry:
     jnz 1b
     lidt idt_ptr
 
-
     /* ring 3, IOPL=3, IF=0 */
     pushq $(SEL_UDATA | 3)
     pushq $stack3_top
