@@ -26,7 +26,7 @@
 
 static uint64_t offered_features(const struct virtio_mmio *vd)
 {
-    return vd->ops->features | TRANSPORT_FEATURES;
+    return vd->device_features | TRANSPORT_FEATURES;
 }
 
 static struct virtq *selected_queue(struct virtio_mmio *vd)
@@ -167,6 +167,11 @@ static void kick(struct virtio_mmio *vd, uint32_t q)
     }
     if (virtio_mmio_queue_usable(vd, q))
         vd->ops->notify(vd, q);
+}
+
+void virtio_mmio_kick(struct virtio_mmio *vd, unsigned q)
+{
+    kick(vd, q);
 }
 
 static void write_status(struct virtio_mmio *vd, uint32_t v)

@@ -79,7 +79,6 @@ struct virtio_device_ops {
     uint32_t device_id;
     unsigned nqueues;   /* <= VIRTIO_MMIO_MAX_QUEUES */
     uint16_t queue_max; /* QueueNumMax */
-    uint64_t features; /* device-specific bits; the transport adds VERSION_1, INDIRECT, EVENT_IDX */
     /* The driver kicked queue q (only after DRIVER_OK, never with NEEDS_RESET or while stopped). */
     void (*notify)(struct virtio_mmio *vd, unsigned q);
     /* Driver reset (status 0) or system reset: drop device-private progress. Optional. */
@@ -114,6 +113,9 @@ struct virtio_mmio {
     uint32_t config_generation;
     struct virtq vq[VIRTIO_MMIO_MAX_QUEUES];
 
+    /* Device-specific feature bits offered (set by the device after init); the transport adds
+     * VERSION_1, RING_INDIRECT_DESC and RING_EVENT_IDX. */
+    uint64_t device_features;
     /* Device configuration space (little-endian), owned by the device; read-only to the guest. */
     uint8_t config[VIRTIO_MMIO_CONFIG_MAX];
     uint32_t config_len;
@@ -145,7 +147,8 @@ struct virtio_mmio {
 extern const struct vmstate_desc virtio_mmio_vmsd;
 
 /* Take the lowest free slot on vm's MMIO bus, set up ioeventfd kicks and irqfd interrupts.
- * The device fills vd->config/config_len before or after. 0, -ENOSPC (no slot) or -errno. */
+ * Then the device sets vd->device_features and fills vd->config/config_len. 0, -ENOSPC (no
+ * free slot) or -errno. */
 int virtio_mmio_init(struct virtio_mmio *vd, struct vm *vm, const struct virtio_device_ops *ops,
                      void *opaque);
 /* Undo init (KVM registrations, loop watches, fds, bus slot). Safe on a failed init. */
@@ -163,6 +166,9 @@ struct virtio_mmio *virtio_mmio_from_device(const struct vm_device *dev);
 bool virtio_mmio_has_feature(const struct virtio_mmio *vd, unsigned bit);
 /* May the device use queue q now (DRIVER_OK, no NEEDS_RESET, not stopped, ready, not broken)? */
 bool virtio_mmio_queue_usable(const struct virtio_mmio *vd, unsigned q);
+/* Serve queue q as if the driver had kicked it (remembered while stopped). For devices that
+ * stop early to stay fair and continue from a loop_call. */
+void virtio_mmio_kick(struct virtio_mmio *vd, unsigned q);
 /* Used buffers were flushed on q: interrupt unless the driver suppressed it. */
 void virtio_mmio_used(struct virtio_mmio *vd, unsigned q);
 /* The guest broke queue q (virtq_pop returned -EIO): NEEDS_RESET with the queue's reason. */

@@ -1,0 +1,17 @@
+/* output.h: where a NIC's transmitted frames go: a hook so COLO can hold output until a checkpoint.
+ */
+#pragma once
+
+#include <sys/uio.h>
+
+/*
+ * send: one Ethernet frame (no virtio header) made of iov[0, n). The buffers are guest RAM and
+ * stay valid only during the call: an implementation that holds frames copies them. Returns the
+ * bytes sent or queued, or -errno (the frame is dropped and counted; the guest is not told).
+ * Called with the NIC's lock held, on the main loop (or a vCPU thread without ioeventfd): it must
+ * not block for long.
+ */
+struct net_output {
+    int (*send)(void *opaque, const struct iovec *iov, int n);
+    void *opaque;
+};
