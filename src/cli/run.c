@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "arch/x86.h"
+#include "block/virtio_blk.h"
 #include "boot/multiboot.h"
 #include "cli/options.h"
 #include "core/log.h"
@@ -22,9 +23,11 @@
 #include "devices/resetctl.h"
 #include "devices/serial.h"
 #include "migration/migrate.h"
+#include "net/virtio_net.h"
 #include "qmp/cmds_migration.h"
 #include "qmp/cmds_vm.h"
 #include "qmp/server.h"
+#include "virtio/virtio_mmio.h"
 
 struct run_opts {
     const char *kernel;
@@ -36,6 +39,9 @@ struct run_opts {
     long cpus;
     bool paused;
     bool no_reboot;
+    const char *disks[VIRTIO_MMIO_SLOTS]; /* --disk specs, in order */
+    const char *nets[VIRTIO_MMIO_SLOTS];  /* --net specs, in order */
+    int ndisks, nnets;
 };
 
 static void run_usage(FILE *f)
@@ -53,6 +59,8 @@ static void run_usage(FILE *f)
             "  -c, --cpus N          vCPUs, 1-%d (default 1)\n"
             "      --serial BACKEND  COM1: stdio, file:PATH or none (default stdio)\n"
             "      --qmp unix:PATH   QMP control socket (QEMU wire protocol)\n"
+            "      --disk path=FILE[,readonly=on]  virtio-blk on a raw image (repeatable)\n"
+            "      --net tap=IFNAME[,mac=MAC]      virtio-net on a tap device (repeatable)\n"
             "      --incoming URI    wait for a migration: tcp:HOST:PORT, unix:PATH, file:PATH\n"
             "                        (a snapshot), or defer (then QMP migrate-incoming)\n"
             "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
@@ -66,7 +74,7 @@ static void run_usage(FILE *f)
             VM_MAX_CPUS);
 }
 
-enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING };
+enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING, OPT_DISK, OPT_NET };
 
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
@@ -77,6 +85,8 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         {"cpus", required_argument, NULL, 'c'},
         {"serial", required_argument, NULL, OPT_SERIAL},
         {"qmp", required_argument, NULL, OPT_QMP},
+        {"disk", required_argument, NULL, OPT_DISK},
+        {"net", required_argument, NULL, OPT_NET},
         {"incoming", required_argument, NULL, OPT_INCOMING},
         {"paused", no_argument, NULL, 'S'},
         {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
@@ -118,6 +128,18 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
             break;
         case OPT_QMP:
             o->qmp = optarg;
+            break;
+        case OPT_DISK:
+        case OPT_NET:
+            if (o->ndisks + o->nnets >= (int)VIRTIO_MMIO_SLOTS) {
+                fprintf(stderr, "tandem run: at most %u --disk and --net in all\n",
+                        VIRTIO_MMIO_SLOTS);
+                return 2;
+            }
+            if (c == OPT_DISK)
+                o->disks[o->ndisks++] = optarg;
+            else
+                o->nets[o->nnets++] = optarg;
             break;
         case OPT_INCOMING:
             o->incoming = optarg;
@@ -259,6 +281,16 @@ int run_main(int argc, char **argv)
         fprintf(stderr, "tandem run: %s\n", err);
         status = 2;
         goto out_vm;
+    }
+    /* virtio-mmio slots in order: every --disk, then every --net (docs/virtio.md). */
+    for (int i = 0; i < m->opts.ndisks + m->opts.nnets; i++) {
+        int nd = m->opts.ndisks;
+        if ((i < nd ? virtio_blk_create(&m->vm, m->opts.disks[i], err, sizeof(err))
+                    : virtio_net_create(&m->vm, m->opts.nets[i - nd], err, sizeof(err))) < 0) {
+            fprintf(stderr, "tandem run: %s\n", err);
+            status = 2;
+            goto out_vm;
+        }
     }
     if (debugexit_create(&m->vm) < 0 || resetctl_create(&m->vm) < 0) {
         log_err("cannot create the platform devices");
