@@ -154,8 +154,10 @@ int qmp_register_vm_commands(struct qmp_server *s, struct vm *vm)
         return -ENOMEM;
     for (size_t i = 0; i < sizeof(vm_commands) / sizeof(vm_commands[0]); i++) {
         int rc = qmp_register(s, vm_commands[i].name, vm_commands[i].fn, q, NULL);
-        if (rc < 0)
+        if (rc < 0) {
+            log_err("qmp: cannot register %s: %s", vm_commands[i].name, strerror(-rc));
             return rc; /* q is freed with the server */
+        }
     }
     return 0;
 }

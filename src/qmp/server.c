@@ -34,9 +34,11 @@
 #define TANDEM_VERSION "0.0.0"
 #endif
 
-#define QMP_OUT_HIGH      65536 /* stop reading a client with this much unread output */
-#define QMP_READ_CHUNK    16384
-#define QMP_FLUSH_WAIT_MS 1000 /* deferred work waits this long for a client that won't read */
+#define QMP_OUT_HIGH        65536 /* stop reading a client with this much unread output */
+#define QMP_READ_CHUNK      16384
+#define QMP_ACCEPT_BATCH    4
+#define QMP_ACCEPT_PAUSE_MS 100
+#define QMP_FLUSH_WAIT_MS   1000 /* deferred work waits this long for a client that won't read */
 
 struct pending {
     struct qmp_deferred d;
@@ -67,6 +69,7 @@ struct qmp_server {
     struct loop *loop;
     pthread_t owner; /* the loop thread */
     int listen_fd;
+    int accept_timer; /* > 0 while accepting is paused (out of fds) */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct qmp_registry *reg;
     struct qmp_session *sessions; /* every live session (socket or attached), for events */
@@ -427,19 +430,45 @@ static int client_new(struct qmp_server *s, int fd)
     return 0;
 }
 
+static void resume_accepting(void *opaque)
+{
+    struct qmp_server *s = opaque;
+
+    s->accept_timer = 0; /* one-shot */
+    loop_mod_fd(s->loop, s->listen_fd, EPOLLIN);
+}
+
+/* Out of fds (EMFILE...): the listener stays readable, so stop watching it for a while
+ * instead of spinning on a level-triggered fd. */
+static void pause_accepting(struct qmp_server *s, int err)
+{
+    int id;
+
+    log_warn("qmp: accept: %s; not accepting for %d ms", strerror(err), QMP_ACCEPT_PAUSE_MS);
+    if (s->accept_timer > 0 || loop_mod_fd(s->loop, s->listen_fd, 0) < 0)
+        return;
+    id = loop_add_timer(s->loop, QMP_ACCEPT_PAUSE_MS, 0, resume_accepting, s);
+    if (id > 0)
+        s->accept_timer = id;
+    else
+        loop_mod_fd(s->loop, s->listen_fd, EPOLLIN);
+}
+
 static void on_accept(void *opaque, uint32_t events)
 {
     struct qmp_server *s = opaque;
 
     server_enter(s);
-    for (;;) {
+    /* A few per wakeup (the fd is level-triggered): hangups of clients that came and went
+     * are handled between batches, so they free their slots before more are taken. */
+    for (int i = 0; i < QMP_ACCEPT_BATCH; i++) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("qmp: accept: %s", strerror(errno));
+                pause_accepting(s, errno);
             break;
         }
         if (s->nclients >= QMP_MAX_CLIENTS) {
@@ -575,6 +604,8 @@ void qmp_server_free(struct qmp_server *s)
     if (!s)
         return;
     s->freeing = true; /* deferred work is dropped, not run */
+    if (s->accept_timer > 0)
+        loop_del_timer(s->loop, s->accept_timer);
     if (s->listen_fd >= 0) {
         loop_del_fd(s->loop, s->listen_fd);
         close(s->listen_fd);
@@ -602,11 +633,7 @@ void qmp_server_free(struct qmp_server *s)
 int qmp_register(struct qmp_server *s, const char *name, qmp_cmd_fn fn, void *opaque,
                  const struct qmp_arg *args)
 {
-    int rc = qmp_registry_add(s->reg, name, fn, opaque, args);
-
-    if (rc < 0)
-        log_err("qmp: cannot register command %s: %s", name ? name : "(null)", strerror(-rc));
-    return rc;
+    return qmp_registry_add(s->reg, name, fn, opaque, args);
 }
 
 int qmp_defer(struct qmp_server *s, void (*fn)(void *arg), void *arg)
