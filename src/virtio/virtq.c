@@ -103,7 +103,7 @@ int virtq_start(struct virtq *q, struct guest_mem *mem, uint16_t max, uint64_t f
     q->event_idx = features & VIRTIO_BIT(VIRTIO_F_RING_EVENT_IDX);
     q->indirect = features & VIRTIO_BIT(VIRTIO_F_RING_INDIRECT_DESC);
     if (!num || num > max || num > VIRTQ_SIZE_LIMIT || (num & (num - 1))) {
-        fail(q, "queue size %u is not a power of two in [1, %u]", num, max);
+        fail(q, "queue size %u invalid (a power of two up to %u)", num, max);
         return -EINVAL;
     }
     if (q->desc_gpa % 16 || q->avail_gpa % 2 || q->used_gpa % 4) {
