@@ -272,13 +272,17 @@ static int conn_send(struct conn *c, struct json_object *msg, long long deadline
 {
     const char *text = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
     size_t len = strlen(text), off = 0;
+    char *line = malloc(len + 2);
+    int rc = 0;
 
-    while (off < len + 1) {
-        /* The text, then "\n" (QEMU does not need it; line-based peers like it). */
-        const char *p = off < len ? text + off : "\n";
-        size_t n = off < len ? len - off : 1;
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        int rc;
+    if (!line)
+        return -ENOMEM;
+    /* One write with the "\n": QEMU does not need it, line-based peers like it, and a second
+     * write could meet a server that already went away after `quit`. */
+    memcpy(line, text, len);
+    line[len++] = '\n';
+    while (off < len) {
+        ssize_t w = send(c->fd, line + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
 
         if (w >= 0) {
             off += (size_t)w;
@@ -286,13 +290,16 @@ static int conn_send(struct conn *c, struct json_object *msg, long long deadline
         }
         if (errno == EINTR)
             continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            rc = -errno;
+            break;
+        }
         rc = wait_fd(c->fd, POLLOUT, deadline);
         if (rc < 0)
-            return rc;
+            break;
     }
-    return 0;
+    free(line);
+    return rc;
 }
 
 /* Next JSON value from the server. 0, -ETIMEDOUT, -ECONNRESET (closed), -EPROTO, -errno. */

@@ -267,23 +267,22 @@ static int check_args(const struct qmp_arg *spec, struct json_object *args, char
     return 0;
 }
 
-/* Top-level members, as QEMU's qmp_dispatch_check_obj. Sets *name and *oob. */
-static int check_request(struct json_object *req, const char **name, bool *oob, char *err,
-                         size_t errlen)
+/*
+ * Top-level members, as QEMU's qmp_dispatch_check_obj. "exec-oob" is refused like any unknown
+ * member: QEMU does so unless the client enabled the "oob" capability, which we do not offer.
+ */
+static int check_request(struct json_object *req, const char **name, char *err, size_t errlen)
 {
-    struct json_object *exec = NULL, *exec_oob = NULL;
+    struct json_object *exec = NULL;
 
     json_object_object_foreach(req, key, val)
     {
-        if (!strcmp(key, "execute") || !strcmp(key, "exec-oob")) {
+        if (!strcmp(key, "execute")) {
             if (!json_object_is_type(val, json_type_string)) {
-                snprintf(err, errlen, "QMP input member '%s' must be a string", key);
+                snprintf(err, errlen, "QMP input member 'execute' must be a string");
                 return -EINVAL;
             }
-            if (key[4] == '-')
-                exec_oob = val;
-            else
-                exec = val;
+            exec = val;
         } else if (!strcmp(key, "arguments")) {
             if (!json_object_is_type(val, json_type_object)) {
                 snprintf(err, errlen, "QMP input member 'arguments' must be an object");
@@ -294,18 +293,11 @@ static int check_request(struct json_object *req, const char **name, bool *oob, 
             return -EINVAL;
         }
     }
-    if (exec && exec_oob) {
-        snprintf(err, errlen,
-                 "QMP input member 'execute' and 'exec-oob' can't be used at the "
-                 "same time");
-        return -EINVAL;
-    }
-    if (!exec && !exec_oob) {
+    if (!exec) {
         snprintf(err, errlen, "QMP input lacks member 'execute'");
         return -EINVAL;
     }
-    *oob = exec_oob != NULL;
-    *name = json_object_get_string(exec ? exec : exec_oob);
+    *name = json_object_get_string(exec);
     return 0;
 }
 
@@ -343,6 +335,41 @@ static struct json_object *run_command(struct qmp_registry *r, struct qmp_reques
     return reply;
 }
 
+/* json_object_object_add, dropping val when it fails (json-c leaves it with the caller). */
+static int add_owned(struct json_object *o, const char *key, struct json_object *val)
+{
+    if (json_object_object_add(o, key, val) < 0) {
+        json_object_put(val);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/*
+ * Echo the request's id. Member order as QEMU prints it (its dictionaries iterate in hash
+ * order): {"return": R, "id": I} but {"id": I, "error": E}. Consumes reply.
+ */
+static struct json_object *add_id(struct json_object *reply, struct json_object *id)
+{
+    struct json_object *e, *out;
+
+    if (json_object_object_get_ex(reply, "error", &e)) {
+        out = json_object_new_object();
+        if (!out || add_owned(out, "id", json_object_get(id)) < 0 ||
+            add_owned(out, "error", json_object_get(e)) < 0) {
+            json_object_put(out);
+            out = NULL;
+        }
+        json_object_put(reply);
+        return out;
+    }
+    if (add_owned(reply, "id", json_object_get(id)) < 0) {
+        json_object_put(reply);
+        return NULL;
+    }
+    return reply;
+}
+
 struct json_object *qmp_dispatch(struct qmp_registry *r, struct qmp_request_ctx *ctx,
                                  struct json_object *req)
 {
@@ -350,12 +377,11 @@ struct json_object *qmp_dispatch(struct qmp_registry *r, struct qmp_request_ctx 
     struct qmp_command *cmd;
     const char *name;
     char err[512];
-    bool oob;
 
     ctx->ndeferred = 0;
     if (!json_object_is_type(req, json_type_object))
         return qmp_error_reply(CLASS_GENERIC, "QMP input must be a JSON object");
-    if (check_request(req, &name, &oob, err, sizeof(err)) < 0) {
+    if (check_request(req, &name, err, sizeof(err)) < 0) {
         reply = qmp_error_reply(CLASS_GENERIC, err);
         goto out;
     }
@@ -369,9 +395,6 @@ struct json_object *qmp_dispatch(struct qmp_registry *r, struct qmp_request_ctx 
     } else if (!cmd) {
         snprintf(err, sizeof(err), "The command %s has not been found", name);
         reply = qmp_error_reply(CLASS_NOT_FOUND, err);
-    } else if (oob) {
-        snprintf(err, sizeof(err), "The command %s does not support OOB", name);
-        reply = qmp_error_reply(CLASS_GENERIC, err);
     } else {
         if (!json_object_object_get_ex(req, "arguments", &args)) {
             args = empty = json_object_new_object();
@@ -383,11 +406,7 @@ struct json_object *qmp_dispatch(struct qmp_registry *r, struct qmp_request_ctx 
     }
 
 out:
-    if (reply && json_object_object_get_ex(req, "id", &id) &&
-        json_object_object_add(reply, "id", json_object_get(id)) < 0) {
-        json_object_put(id);
-        json_object_put(reply);
-        reply = NULL;
-    }
+    if (reply && json_object_object_get_ex(req, "id", &id))
+        reply = add_id(reply, id);
     return reply;
 }

@@ -152,9 +152,14 @@ static void run_deferred(struct qmp_session *c)
 int qmp_session_handle(struct qmp_session *c, const char *json, size_t len,
                        struct json_object **reply)
 {
-    char *copy = malloc(len + 1);
+    char *copy;
 
     *reply = NULL;
+    if (len > QMP_MAX_REQUEST) {
+        *reply = qmp_error_reply("GenericError", "JSON parse error, request too large");
+        return *reply ? 0 : -ENOMEM;
+    }
+    copy = malloc(len + 1);
     if (!copy)
         return -ENOMEM;
     memcpy(copy, json, len);

@@ -231,8 +231,8 @@ static void test_negotiation_required(void **state)
     expect(f, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities "
               "negotiation with 'qmp_capabilities'\"}}");
     feed(f, "{\"execute\": \"nosuch\", \"id\": 7}");
-    expect(f, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities "
-              "negotiation with 'qmp_capabilities'\"}, \"id\": 7}");
+    expect(f, "{\"id\": 7, \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting "
+              "capabilities negotiation with 'qmp_capabilities'\"}}");
     assert_int_equal(f->calls, 0);
 
     /* no events before negotiation */
@@ -353,7 +353,7 @@ static void test_argument_checks(void **state)
     expect_error(f, "{\"arguments\": {}}", "QMP input lacks member 'execute'");
     expect_error(f, "{\"execute\": \"noargs\", \"foo\": 1}",
                  "QMP input member 'foo' is unexpected");
-    expect_error(f, "{\"exec-oob\": \"noargs\"}", "The command noargs does not support OOB");
+    expect_error(f, "{\"exec-oob\": \"noargs\"}", "QMP input member 'exec-oob' is unexpected");
     expect_error(f, "[]", "QMP input must be a JSON object");
     expect_error(f, "[{\"execute\": \"noargs\"}]", "QMP input must be a JSON object");
     expect_error(f, "123 ", "QMP input must be a JSON object");
@@ -383,8 +383,8 @@ static void test_command_errors(void **state)
 
     negotiate(f);
     feed(f, "{\"execute\": \"fail\", \"id\": \"x\"}");
-    expect(f, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"it failed on purpose\"}, "
-              "\"id\": \"x\"}");
+    expect(f, "{\"id\": \"x\", \"error\": {\"class\": \"GenericError\", \"desc\": \"it failed on "
+              "purpose\"}}");
     feed(f, "{\"execute\": \"fail-quiet\"}");
     expect(f, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Input/output error\"}}");
 }
@@ -403,14 +403,14 @@ static void test_id_echo(void **state)
     feed(f, "{\"execute\": \"noargs\", \"id\": null}");
     expect(f, "{\"return\": {}, \"id\": null}");
     feed(f, "{\"execute\": \"nosuch\", \"id\": 18446744073709551615}");
-    expect(f, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command nosuch has "
-              "not been found\"}, \"id\": 18446744073709551615}");
+    expect(f, "{\"id\": 18446744073709551615, \"error\": {\"class\": \"CommandNotFound\", "
+              "\"desc\": \"The command nosuch has not been found\"}}");
     feed(f, "{\"execute\": \"typed\", \"id\": -2}");
-    expect(f, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'a' is "
-              "missing\"}, \"id\": -2}");
+    expect(f, "{\"id\": -2, \"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'a' is "
+              "missing\"}}");
     feed(f, "{\"execute\": 5, \"id\": 3}");
-    expect(f, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"QMP input member 'execute' "
-              "must be a string\"}, \"id\": 3}");
+    expect(f, "{\"id\": 3, \"error\": {\"class\": \"GenericError\", \"desc\": \"QMP input member "
+              "'execute' must be a string\"}}");
 }
 
 static void test_several_in_one_buffer(void **state)
