@@ -162,6 +162,8 @@ struct virtio_mmio *virtio_mmio_from_device(const struct vm_device *dev);
 
 /* ---- for devices (vd->lock held) ---- */
 
+/* Feature bits offered to the driver: the device's and the transport's. */
+uint64_t virtio_mmio_offered_features(const struct virtio_mmio *vd);
 /* Negotiated feature (only meaningful once FEATURES_OK is set). */
 bool virtio_mmio_has_feature(const struct virtio_mmio *vd, unsigned bit);
 /* May the device use queue q now (DRIVER_OK, no NEEDS_RESET, not stopped, ready, not broken)? */

@@ -1,0 +1,280 @@
+/* virtio_events.c: virtio-mmio signalling: kicks in (ioeventfd, else MMIO exits), interrupts out
+ * (irqfd with resampling, else KVM_IRQ_LINE), and stop/cont of both around checkpoints. */
+#include "virtio/virtio_events.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/vm.h"
+#include "virtio/virtio.h"
+
+/* ---- interrupts ---- */
+
+static void irq_line(struct virtio_mmio *vd, uint32_t level)
+{
+    struct kvm_irq_level irq = {.irq = vd->gsi, .level = level};
+
+    if (ioctl(vd->vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
+        log_warn("%s@%u: KVM_IRQ_LINE %u: %s", vd->ops->name, vd->slot, vd->gsi, strerror(errno));
+}
+
+static void irqfd_signal(struct virtio_mmio *vd)
+{
+    uint64_t one = 1;
+
+    if (write(vd->irq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("%s@%u: irqfd write: %s", vd->ops->name, vd->slot, strerror(errno));
+}
+
+/* Set bit in InterruptStatus and assert the line. */
+void virtio_irq_raise(struct virtio_mmio *vd, uint32_t bit)
+{
+    vd->isr |= bit;
+    vd->irq_count++;
+    switch (vd->irq_mode) {
+    case VIRTIO_IRQ_RESAMPLE:
+        irqfd_signal(vd); /* a no-op while the line is still asserted */
+        break;
+    case VIRTIO_IRQ_LINE:
+        irq_line(vd, 1);
+        break;
+    case VIRTIO_IRQ_NONE:
+        break;
+    }
+}
+
+/* InterruptStatus went down (ACK, reset). With resampling, KVM lowers the line at EOI. */
+void virtio_irq_lowered(struct virtio_mmio *vd)
+{
+    if (vd->irq_mode == VIRTIO_IRQ_LINE && !vd->isr)
+        irq_line(vd, 0);
+}
+
+void virtio_irq_sync(struct virtio_mmio *vd)
+{
+    if (vd->irq_mode == VIRTIO_IRQ_LINE)
+        irq_line(vd, vd->isr ? 1 : 0);
+    else if (vd->irq_mode == VIRTIO_IRQ_RESAMPLE && vd->isr && !vd->stopped)
+        irqfd_signal(vd); /* stopped: cont raises it */
+}
+
+/* The guest EOIed our level interrupt; KVM lowered the line. Raise it again if still pending. */
+static void on_resample(void *opaque, uint32_t events)
+{
+    struct virtio_mmio *vd = opaque;
+    uint64_t v;
+
+    if (read(vd->resample_fd, &v, sizeof(v)) < 0)
+        return;
+    pthread_mutex_lock(&vd->lock);
+    if (vd->isr && !vd->stopped) /* stopped: cont re-raises */
+        irqfd_signal(vd);
+    pthread_mutex_unlock(&vd->lock);
+}
+
+/* ---- kicks ---- */
+
+static void on_kick(void *opaque, uint32_t events)
+{
+    struct virtio_kick *k = opaque;
+    uint64_t count;
+
+    if (read(k->fd, &count, sizeof(count)) < 0)
+        return;
+    pthread_mutex_lock(&k->vd->lock);
+    virtio_mmio_kick(k->vd, k->q);
+    pthread_mutex_unlock(&k->vd->lock);
+}
+
+static int ioeventfd(struct virtio_mmio *vd, struct virtio_kick *k, bool assign)
+{
+    struct kvm_ioeventfd io = {
+        .datamatch = k->q,
+        .addr = vd->base + VIRTIO_MMIO_QUEUE_NOTIFY,
+        .len = 4,
+        .fd = k->fd,
+        .flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+    };
+
+    return ioctl(vd->vm->vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
+}
+
+/* One eventfd per queue, matched on the queue index. Without one (no KVM, no loop, or the ioctl
+ * failed) the notify write exits to the vCPU thread and the bus handler serves it. */
+static int setup_kicks(struct virtio_mmio *vd)
+{
+    struct vm *vm = vd->vm;
+
+    if (vm->vm_fd < 0 || !vm->loop)
+        return 0;
+    for (unsigned q = 0; q < vd->ops->nqueues; q++) {
+        struct virtio_kick *k = &vd->kicks[q];
+        int r;
+
+        k->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (k->fd < 0)
+            return -errno;
+        r = ioeventfd(vd, k, true);
+        if (r) {
+            log_warn("%s@%u: KVM_IOEVENTFD: %s; queue %u kicks take MMIO exits", vd->ops->name,
+                     vd->slot, strerror(-r), q);
+            close(k->fd);
+            k->fd = -1;
+            continue;
+        }
+        k->ioeventfd = true;
+        r = loop_add_fd(vm->loop, k->fd, EPOLLIN, on_kick, k);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+static int irqfd(struct virtio_mmio *vd, bool assign)
+{
+    struct kvm_irqfd f = {
+        .fd = (uint32_t)vd->irq_fd,
+        .gsi = vd->gsi,
+        .flags = assign ? KVM_IRQFD_FLAG_RESAMPLE : KVM_IRQFD_FLAG_DEASSIGN,
+        .resamplefd = assign ? (uint32_t)vd->resample_fd : 0,
+    };
+
+    return ioctl(vd->vm->vm_fd, KVM_IRQFD, &f) < 0 ? -errno : 0;
+}
+
+/* A level-triggered line through irqfd with resampling; KVM_IRQ_LINE if that is unavailable. */
+static int setup_irq(struct virtio_mmio *vd)
+{
+    struct vm *vm = vd->vm;
+    int r;
+
+    if (vm->vm_fd < 0) {
+        vd->irq_mode = VIRTIO_IRQ_NONE;
+        return 0;
+    }
+    vd->irq_mode = VIRTIO_IRQ_LINE;
+    if (!vm->loop)
+        return 0;
+    vd->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    vd->resample_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vd->irq_fd < 0 || vd->resample_fd < 0)
+        return -errno;
+    r = irqfd(vd, true);
+    if (r) {
+        log_warn("%s@%u: KVM_IRQFD (resample) on GSI %u: %s; using KVM_IRQ_LINE", vd->ops->name,
+                 vd->slot, vd->gsi, strerror(-r));
+        close(vd->irq_fd);
+        close(vd->resample_fd);
+        vd->irq_fd = vd->resample_fd = -1;
+        return 0;
+    }
+    vd->irq_mode = VIRTIO_IRQ_RESAMPLE;
+    return loop_add_fd(vm->loop, vd->resample_fd, EPOLLIN, on_resample, vd);
+}
+
+int virtio_events_setup(struct virtio_mmio *vd)
+{
+    int r = setup_kicks(vd);
+
+    return r ? r : setup_irq(vd);
+}
+
+void virtio_events_teardown(struct virtio_mmio *vd)
+{
+    struct vm *vm = vd->vm;
+
+    for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
+        struct virtio_kick *k = &vd->kicks[q];
+
+        if (k->fd < 0)
+            continue;
+        if (vm->loop)
+            loop_del_fd(vm->loop, k->fd);
+        if (k->ioeventfd)
+            ioeventfd(vd, k, false);
+        close(k->fd);
+        k->fd = -1;
+        k->ioeventfd = false;
+    }
+    if (vd->irq_mode == VIRTIO_IRQ_RESAMPLE) {
+        loop_del_fd(vm->loop, vd->resample_fd);
+        irqfd(vd, false);
+    }
+    if (vd->irq_fd >= 0)
+        close(vd->irq_fd);
+    if (vd->resample_fd >= 0)
+        close(vd->resample_fd);
+    vd->irq_fd = vd->resample_fd = -1;
+    vd->irq_mode = VIRTIO_IRQ_NONE;
+}
+
+/* ---- stop / cont ---- */
+
+void virtio_mmio_stop(struct virtio_mmio *vd)
+{
+    /* Taking the lock waits for any handler in progress; after it nobody starts one. */
+    pthread_mutex_lock(&vd->lock);
+    vd->stopped = true;
+    pthread_mutex_unlock(&vd->lock);
+}
+
+static void resume_cb(void *opaque)
+{
+    struct virtio_mmio *vd = opaque;
+    uint32_t pending;
+
+    pthread_mutex_lock(&vd->lock);
+    if (!vd->stopped) {
+        pending = vd->pending_kicks;
+        vd->pending_kicks = 0;
+        if (vd->isr && vd->irq_mode == VIRTIO_IRQ_RESAMPLE)
+            irqfd_signal(vd); /* a resample may have come while stopped */
+        for (unsigned q = 0; q < vd->ops->nqueues; q++)
+            if (pending & (1u << q))
+                virtio_mmio_kick(vd, q);
+        if (vd->ops->resume)
+            vd->ops->resume(vd);
+    }
+    pthread_mutex_unlock(&vd->lock);
+}
+
+void virtio_mmio_cont(struct virtio_mmio *vd)
+{
+    bool was;
+
+    pthread_mutex_lock(&vd->lock);
+    was = vd->stopped;
+    vd->stopped = false;
+    pthread_mutex_unlock(&vd->lock);
+    if (!was)
+        return;
+    /* Backends live on the main loop: restart them there, not on the caller's thread. */
+    if (vd->vm->loop && loop_call(vd->vm->loop, resume_cb, vd) == 0)
+        return;
+    resume_cb(vd);
+}
+
+void virtio_stop_all(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->ndevices; i++) {
+        struct virtio_mmio *vd = virtio_mmio_from_device(&vm->devices[i]);
+        if (vd)
+            virtio_mmio_stop(vd);
+    }
+}
+
+void virtio_cont_all(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->ndevices; i++) {
+        struct virtio_mmio *vd = virtio_mmio_from_device(&vm->devices[i]);
+        if (vd)
+            virtio_mmio_cont(vd);
+    }
+}
