@@ -85,9 +85,8 @@ static int cmd_cont(void *opaque, struct json_object *args, struct json_object *
     return rc;
 }
 
-static void emit_host_reset(void *arg)
+static void emit_host_reset(struct vm_qmp *q)
 {
-    struct vm_qmp *q = arg;
     struct json_object *data = json_object_new_object();
 
     if (data) {
@@ -97,7 +96,7 @@ static void emit_host_reset(void *arg)
     qmp_emit_event(q->s, "RESET", data);
 }
 
-/* The reset is done before the reply; the RESET event follows the reply, as in QEMU. */
+/* As QEMU 7.2: the reset is done and RESET sent before the reply. */
 static int cmd_system_reset(void *opaque, struct json_object *args, struct json_object **ret,
                             char *err, size_t errlen)
 {
@@ -108,8 +107,7 @@ static int cmd_system_reset(void *opaque, struct json_object *args, struct json_
         snprintf(err, errlen, "System reset failed: %s", strerror(-rc));
         return rc;
     }
-    if (qmp_defer(q->s, emit_host_reset, q) < 0)
-        emit_host_reset(q);
+    emit_host_reset(q);
     return 0;
 }
 

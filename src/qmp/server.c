@@ -230,7 +230,7 @@ static void on_flush_timeout(void *opaque)
 static void client_after_flush(void *opaque, void (*fn)(void *arg), void *arg)
 {
     struct qmp_client *c = opaque;
-    struct pending *p;
+    struct pending *p, **pp;
     int id;
 
     if (c->dead || c->out_off == c->out_len) {
@@ -243,8 +243,11 @@ static void client_after_flush(void *opaque, void (*fn)(void *arg), void *arg)
         return;
     }
     p->d = (struct qmp_deferred){fn, arg};
-    p->next = c->pending;
-    c->pending = p;
+    p->next = NULL;
+    pp = &c->pending;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = p; /* in request order: `system_reset` then `quit` resets, then quits */
     if (c->flush_timer <= 0) {
         id = loop_add_timer(c->srv->loop, QMP_FLUSH_WAIT_MS, 0, on_flush_timeout, c);
         c->flush_timer = id > 0 ? id : 0;
@@ -288,6 +291,11 @@ static int client_flush(struct qmp_client *c)
     }
     if (c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
+        if (c->out_cap > QMP_OUT_HIGH) { /* do not keep a burst's buffer for ever */
+            free(c->out);
+            c->out = NULL;
+            c->out_cap = 0;
+        }
         client_run_pending(c);
         if (c->eof) {
             client_kill(c);
