@@ -283,7 +283,7 @@ void virtio_blk_set_write_hook(struct virtio_blk *b, const struct blk_write_hook
 int virtio_blk_create(struct vm *vm, const char *spec, char *err, size_t errlen)
 {
     static const char *const keys[] = {"path", "readonly"};
-    char *val[2];
+    char *val[2], why[200];
     struct virtio_blk *b;
     struct vm_device dev;
     bool ro = false;
@@ -310,9 +310,11 @@ int virtio_blk_create(struct vm *vm, const char *spec, char *err, size_t errlen)
     b->disk.fd = -1;
     while (virtio_blk_find(vm, b->instance))
         b->instance++;
-    r = raw_open(&b->disk, val[0], ro, err, errlen);
-    if (r)
+    r = raw_open(&b->disk, val[0], ro, why, sizeof(why));
+    if (r) {
+        snprintf(err, errlen, "--disk: %s", why);
         goto out_free;
+    }
     b->readonly = ro;
     b->capacity = b->disk.size / VIRTIO_BLK_SECTOR;
     snprintf(b->id, sizeof(b->id), "tandem-disk%u", b->instance);

@@ -381,7 +381,7 @@ int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen)
     static const char *const keys[] = {"tap", "mac"};
     struct virtio_net *n;
     struct vm_device dev;
-    char *val[2];
+    char *val[2], why[200];
     int r;
 
     if (!vm->loop) {
@@ -411,9 +411,11 @@ int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen)
         snprintf(err, errlen, "--net: mac expects a unicast xx:xx:xx:xx:xx:xx, got '%s'", val[1]);
         goto out_free;
     }
-    r = tap_open(&n->tap, val[0], err, errlen);
-    if (r)
+    r = tap_open(&n->tap, val[0], why, sizeof(why));
+    if (r) {
+        snprintf(err, errlen, "--net: %s", why);
         goto out_free;
+    }
     n->frame_max = VIRTIO_NET_HDR_LEN + ETH_HDR_BYTES + VLAN_TAG_BYTES + n->tap.mtu;
     if (n->frame_max > VIRTIO_NET_HDR_LEN + TX_FRAME_MAX)
         n->frame_max = VIRTIO_NET_HDR_LEN + TX_FRAME_MAX;
