@@ -7,11 +7,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "boot/multiboot.h"
 #include "core/log.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 
-#define MULTIBOOT_BOOTLOADER_MAGIC 0x2BADB002u
 #define CPUID_MAX_ENTRIES          256
 
 /* Power-on state captured per vCPU id at creation, restored by system_reset. */
@@ -147,7 +147,7 @@ int x86_setup_multiboot_regs(struct vcpu *v, uint32_t entry, uint32_t mbi_addr)
         return -errno;
     memset(&regs, 0, sizeof(regs));
     regs.rip = entry;
-    regs.rax = MULTIBOOT_BOOTLOADER_MAGIC;
+    regs.rax = MB_BOOTLOADER_MAGIC;
     regs.rbx = mbi_addr;
     regs.rflags = 0x2;
     if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)

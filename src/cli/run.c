@@ -25,6 +25,8 @@
 #include "migration/migrate.h"
 #include "net/virtio_net.h"
 #include "qmp/cmds_migration.h"
+#include "qmp/cmds_colo.h"
+#include "colo/colo.h"
 #include "qmp/cmds_vm.h"
 #include "qmp/server.h"
 #include "virtio/virtio_mmio.h"
@@ -35,6 +37,7 @@ struct run_opts {
     const char *serial;
     const char *qmp;
     const char *incoming;
+    const char *colo_fence;
     uint64_t mem;
     long cpus;
     bool paused;
@@ -63,6 +66,8 @@ static void run_usage(FILE *f)
             "      --net tap=IFNAME[,mac=MAC]      virtio-net on a tap device (repeatable)\n"
             "      --incoming URI    wait for a migration: tcp:HOST:PORT, unix:PATH, file:PATH\n"
             "                        (a snapshot), or defer (then QMP migrate-incoming)\n"
+            "      --colo-fence CMD  COLO secondary: run CMD (sh -c) before taking over; take\n"
+            "                        over only if it exits 0 (default: no fence)\n"
             "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
             "      --no-reboot       exit instead of rebooting when the guest resets\n"
             "  -v, --verbose         more logging (repeat for debug); TANDEM_LOG=debug also works\n"
@@ -74,7 +79,7 @@ static void run_usage(FILE *f)
             VM_MAX_CPUS);
 }
 
-enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING, OPT_DISK, OPT_NET };
+enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING, OPT_DISK, OPT_NET, OPT_COLO_FENCE };
 
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
@@ -88,6 +93,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         {"disk", required_argument, NULL, OPT_DISK},
         {"net", required_argument, NULL, OPT_NET},
         {"incoming", required_argument, NULL, OPT_INCOMING},
+        {"colo-fence", required_argument, NULL, OPT_COLO_FENCE},
         {"paused", no_argument, NULL, 'S'},
         {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
         {"verbose", no_argument, NULL, 'v'},
@@ -143,6 +149,9 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
             break;
         case OPT_INCOMING:
             o->incoming = optarg;
+            break;
+        case OPT_COLO_FENCE:
+            o->colo_fence = optarg;
             break;
         case 'S':
             o->paused = true;
@@ -219,6 +228,12 @@ static void on_signal(void *opaque, uint32_t events)
     log_info("signal %u: shutting down", si.ssi_signo);
     m->signal_status = 128 + (int)si.ssi_signo;
     vm_request_exit(&m->vm, m->signal_status, "host-signal");
+}
+
+static void on_params_changed(struct migration *mig)
+{
+    if (colo_state.mode == COLO_MODE_PRIMARY)
+        colo_request_checkpoint();
 }
 
 static int setup_signals(struct machine *m)
@@ -298,6 +313,9 @@ int run_main(int argc, char **argv)
     }
     migration_init(&m->mig, &m->vm, m->loop);
     m->mig.colo_supported = true;
+    m->mig.params_changed = on_params_changed;
+    colo_init(&m->mig, &m->vm);
+    colo_state.fence_cmd = m->opts.colo_fence;
     if (m->opts.qmp) {
         char path[256];
         if (qmp_parse_uri(m->opts.qmp, path, sizeof(path)) < 0) {
@@ -313,7 +331,8 @@ int run_main(int argc, char **argv)
         if (qmp_register_vm_commands(m->qmp, &m->vm) < 0)
             goto out_qmp;
         qmp_attach_vm_events(m->qmp, &m->vm);
-        if (qmp_register_migration_commands(m->qmp, &m->mig) < 0)
+        if (qmp_register_migration_commands(m->qmp, &m->mig) < 0 ||
+            qmp_register_colo_commands(m->qmp) < 0)
             goto out_qmp;
     }
 

@@ -1,25 +1,101 @@
-/* colo.h: COLO periodic mode: the checkpoint loop on both sides, output commit and failover. */
+/* colo.h: COLO periodic mode: the checkpoint loop on both sides, output commit, failover, state.
+ *
+ * One struct colo per process (colo_state). The migration threads enter it: the outgoing one
+ * after the initial precopy was loaded (primary), the incoming one after the initial state was
+ * applied (secondary). QMP reads it (query-colo-status) and pokes it (x-colo-lost-heartbeat,
+ * x-colo-checkpoint) from the main loop.
+ */
 #pragma once
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "colo/cache.h"
+#include "colo/heartbeat.h"
+#include "colo/outbuf.h"
 
 struct migration;
 struct stream_writer;
 struct stream_reader;
 struct stream_loader;
 struct devstate;
+struct vm;
 
-/*
- * Primary: entered by the outgoing migration thread once the initial precopy was loaded by
- * the secondary (the VM is paused). Runs checkpoints until failover or error, resumes the VM,
- * and returns. dirty is the outgoing run's page bitmap (reused between checkpoints).
- */
-int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw, struct devstate *ds,
-                     unsigned long *dirty);
-/*
- * Secondary: entered by the incoming thread after the initial state was applied (the VM is
- * paused and stays paused between checkpoints). Returns after failover or on shutdown.
- */
+enum colo_mode { COLO_MODE_NONE = 0, COLO_MODE_PRIMARY, COLO_MODE_SECONDARY };
+/* QAPI COLOExitReason */
+enum colo_reason {
+    COLO_REASON_NONE = 0,
+    COLO_REASON_REQUEST,
+    COLO_REASON_ERROR,
+    COLO_REASON_PROCESSING
+};
+
+const char *colo_mode_name(enum colo_mode m);
+const char *colo_reason_name(enum colo_reason r);
+
+#define COLO_PAUSE_SAMPLES 4096
+
+struct colo_stats {
+    uint64_t checkpoints;
+    uint64_t pause_us_last;
+    uint64_t pause_us_sum;
+    uint32_t pause_us[COLO_PAUSE_SAMPLES]; /* ring of recent pauses, for p99 */
+    uint64_t last_dirty_pages;
+    uint64_t last_bytes;
+    uint64_t total_bytes;
+    uint64_t last_failover_unix_ms; /* wall clock of the last failover, 0 = none */
+    uint64_t last_failover_ms;      /* loss detected -> guest running again */
+    uint64_t errors;
+};
+
+/* Things that live outside the COLO engine and must act at failover or per epoch. */
+struct colo_hooks {
+    void *opaque;
+    /* Secondary takeover: connect the NIC to its tap, announce the MAC, commit the disk. */
+    void (*takeover)(void *opaque);
+    /* Disk replication, primary: the epoch of writes that checkpoint `epoch` covers closed. */
+    int (*disk_checkpoint)(void *opaque, uint64_t epoch);
+};
+
+struct colo {
+    struct migration *m;
+    struct vm *vm;
+    pthread_mutex_t lock; /* everything below */
+    pthread_cond_t cond;
+    enum colo_mode mode, last_mode;
+    enum colo_reason reason;
+    bool checkpoint_requested;
+    bool failover_requested;
+    enum colo_reason failover_reason;
+    bool applying; /* secondary: a checkpoint is being applied */
+    int fd;        /* the stream, -1 when none */
+    struct heartbeat hb;
+    struct colo_stats stats;
+    struct colo_outbuf outbuf;
+    bool outbuf_ready; /* a NIC routes its transmit path through outbuf */
+    struct colo_hooks hooks;
+    const char *fence_cmd; /* run (and must succeed) before a secondary takes over */
+    /* Main-loop notification: COLO_EXIT. */
+    void (*exit_event)(void *opaque, enum colo_mode mode, enum colo_reason reason);
+    void *event_opaque;
+    uint64_t failover_started_ns;
+};
+
+extern struct colo colo_state;
+
+void colo_init(struct migration *m, struct vm *vm);
+
+int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
+                     struct stream_reader *rp, struct devstate *ds, unsigned long *dirty);
 int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
                        struct stream_loader *ld, struct devstate *ds);
+
+/* QMP x-colo-lost-heartbeat (reason request) and the heartbeat (reason error). */
+int colo_request_failover(enum colo_reason why, char *err, size_t errlen);
+/* QMP x-colo-checkpoint, or a new x-checkpoint-delay. */
+void colo_request_checkpoint(void);
+/* Snapshot of the state for query-colo-status (p99 computed here). */
+void colo_query(enum colo_mode *mode, enum colo_mode *last_mode, enum colo_reason *reason,
+                struct colo_stats *st, uint64_t *p99_us, uint64_t *mean_us);

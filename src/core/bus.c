@@ -96,10 +96,17 @@ int bus_dispatch(struct bus *b, uint64_t addr, void *data, uint32_t len, bool is
     const struct bus_region *r;
     uint64_t last;
 
-    if (len != 1 && len != 2 && len != 4 && len != 8)
+    if (len != 1 && len != 2 && len != 4 && len != 8) {
+        /* Defined result for a read we cannot deliver: all-ones, as for unmapped space. */
+        if (!is_write && len <= 8)
+            memset(data, 0xff, len);
         return -EINVAL;
-    if (!range_ok(b, addr, len, &last))
+    }
+    if (!range_ok(b, addr, len, &last)) {
+        if (!is_write)
+            memset(data, 0xff, len);
         return -EINVAL;
+    }
     r = bus_find(b, addr, len);
     if (!r) {
         if (!is_write)

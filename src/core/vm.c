@@ -42,6 +42,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
     vm->loop = loop;
     atomic_init(&vm->exit_status, -1);
     pthread_mutex_init(&vm->lock, NULL);
+    pthread_mutex_init(&vm->dev_lock, NULL);
     pthread_cond_init(&vm->cond_paused, NULL);
     pthread_cond_init(&vm->cond_resume, NULL);
     bus_init(&vm->pio, "pio", 0x10000);

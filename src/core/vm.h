@@ -76,6 +76,11 @@ struct vm {
     struct vm_device devices[VM_MAX_DEVICES];
     unsigned ndevices;
 
+    /* Device emulation that runs outside the vCPU threads (main-loop I/O: virtio queues, tap
+     * RX) holds this while it touches device state or guest RAM; a checkpoint holds it while
+     * it captures RAM and device state, so the two never interleave. */
+    pthread_mutex_t dev_lock;
+
     /* Pause barrier (see pause.c). */
     pthread_mutex_t lock;
     pthread_cond_t cond_paused;  /* a vCPU parked, or left */

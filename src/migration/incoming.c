@@ -119,8 +119,7 @@ static void *incoming_thread(void *arg)
             r = fd;
             goto fail;
         }
-        close(m->listen_fd);
-        m->listen_fd = -1;
+        /* The listening socket stays open: a COLO primary connects again for the heartbeat. */
     }
     pthread_mutex_lock(&m->lock);
     m->fd = fd;
@@ -180,6 +179,10 @@ static void *incoming_thread(void *arg)
     stream_loader_destroy(&ld);
     pthread_mutex_lock(&m->lock);
     m->fd = -1;
+    if (m->listen_fd >= 0) {
+        close(m->listen_fd);
+        m->listen_fd = -1;
+    }
     pthread_mutex_unlock(&m->lock);
     close(fd);
     m->incoming = false;
@@ -199,6 +202,10 @@ fail:
     if (m->fd >= 0) {
         close(m->fd);
         m->fd = -1;
+    }
+    if (m->listen_fd >= 0) {
+        close(m->listen_fd);
+        m->listen_fd = -1;
     }
     pthread_mutex_unlock(&m->lock);
     /* Never run a half-loaded VM: the process ends (QEMU does the same). */

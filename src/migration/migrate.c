@@ -17,6 +17,7 @@
 #include "migration/channel.h"
 #include "migration/devstate.h"
 #include "migration/ram.h"
+#include "migration/ramsend.h"
 #include "migration/section.h"
 #include "migration/stream.h"
 
@@ -140,6 +141,7 @@ struct outgoing {
     struct migration *m;
     struct vm *vm;
     struct stream_writer sw;
+    struct stream_reader rp; /* the return path */
     struct ram_source src;
     unsigned long *dirty; /* pages to send */
     uint64_t npages;
@@ -171,50 +173,32 @@ static void rate_limit(struct outgoing *o)
         sleep_ns(want_ns - elapsed);
 }
 
+static int send_progress(void *opaque)
+{
+    struct outgoing *o = opaque;
+
+    if (cancelled(o))
+        return -ECANCELED;
+    rate_limit(o);
+    pthread_mutex_lock(&o->m->lock);
+    o->m->stats.transferred = sw_offset(&o->sw);
+    pthread_mutex_unlock(&o->m->lock);
+    return 0;
+}
+
 /* Send every page set in o->dirty (clearing it), counting zero and normal pages. */
 static int send_dirty(struct outgoing *o)
 {
-    uint64_t nlongs = BITMAP_LONGS(o->npages);
-    uint64_t zero = 0, normal = 0;
+    struct ramsend_stats st = {0, 0};
+    int r = ram_send_bitmap(&o->sw, &o->src, o->dirty, o->npages, &st, send_progress, o);
 
-    for (uint64_t w = 0; w < nlongs; w++) {
-        unsigned long bits = o->dirty[w];
-        o->dirty[w] = 0;
-        while (bits) {
-            uint64_t first = w * BITS_PER_LONG + (uint64_t)__builtin_ctzl(bits);
-            uint64_t n = 0;
-            /* The run of consecutive set bits inside this word. */
-            while (bits && (bits & (1UL << ((first + n) % BITS_PER_LONG)))) {
-                bits &= ~(1UL << ((first + n) % BITS_PER_LONG));
-                n++;
-            }
-            if (first + n > o->npages)
-                n = o->npages - first;
-            for (uint64_t p = first; p < first + n; p++) {
-                if (ram_is_zero(o->src.host + p * PAGE_SIZE, PAGE_SIZE))
-                    zero++;
-                else
-                    normal++;
-            }
-            if (ram_save_pages(&o->sw, &o->src, first, n))
-                return sw_error(&o->sw);
-        }
-        if (w % 64 == 63) {
-            if (cancelled(o))
-                return -ECANCELED;
-            rate_limit(o);
-            pthread_mutex_lock(&o->m->lock);
-            o->m->stats.transferred = sw_offset(&o->sw);
-            pthread_mutex_unlock(&o->m->lock);
-        }
-    }
     pthread_mutex_lock(&o->m->lock);
-    o->m->stats.duplicate += zero;
-    o->m->stats.normal += normal;
-    o->m->stats.normal_bytes += normal * PAGE_SIZE;
+    o->m->stats.duplicate += st.zero;
+    o->m->stats.normal += st.normal;
+    o->m->stats.normal_bytes += st.normal * PAGE_SIZE;
     o->m->stats.transferred = sw_offset(&o->sw);
     pthread_mutex_unlock(&o->m->lock);
-    return sw_error(&o->sw);
+    return r;
 }
 
 /* A RAM section (START, PART or END) carrying the pages in o->dirty. */
@@ -231,29 +215,26 @@ static int send_ram_section(struct outgoing *o, enum stream_tag type)
     return r;
 }
 
-/* Waits for the destination's LOADED message on the return path. */
-static int wait_loaded(struct outgoing *o, int fd)
+/* Waits for the destination's LOADED message on the return path. The reader reads ahead, so
+ * it is the only reader of the return path for the whole run (COLO continues on it). */
+static int wait_loaded(struct outgoing *o)
 {
-    struct stream_reader rp;
+    struct stream_reader *rp = &o->rp;
     uint32_t code, status;
     int r;
 
-    r = stream_reader_init_fd(&rp, fd);
+    sr_set_timeout_ms(rp, 30000);
+    code = sr_get_u32(rp);
+    status = sr_get_u32(rp);
+    r = sr_error(rp);
     if (r)
-        return r;
-    sr_set_timeout_ms(&rp, 30000);
-    code = sr_get_u32(&rp);
-    status = sr_get_u32(&rp);
-    r = sr_error(&rp);
-    if (r)
-        migration_set_error(o->m, "return path: %s", sr_errmsg(&rp));
+        migration_set_error(o->m, "return path: %s", sr_errmsg(rp));
     else if (code != RP_MSG_LOADED)
         migration_set_error(o->m, "return path: unexpected message 0x%x", code), r = -EPROTO;
     else if (status)
         migration_set_error(o->m, "destination failed to load the state: %s",
                             strerror((int)status)),
             r = -(int)status;
-    stream_reader_destroy(&rp);
     return r;
 }
 
@@ -288,6 +269,8 @@ static int run_outgoing(struct outgoing *o, int fd)
     if (r)
         goto out;
     r = stream_writer_init_fd(&o->sw, fd);
+    if (!r)
+        r = stream_reader_init_fd(&o->rp, fd);
     if (r)
         goto out;
     sw_set_timeout_ms(&o->sw, IO_TIMEOUT_MS);
@@ -400,7 +383,7 @@ static int run_outgoing(struct outgoing *o, int fd)
     if (r)
         goto io_err;
     if (!o->to_file) {
-        r = wait_loaded(o, fd);
+        r = wait_loaded(o);
         if (r)
             goto out;
     } else if (fsync(fd) < 0) {
@@ -419,7 +402,7 @@ static int run_outgoing(struct outgoing *o, int fd)
     if (m->caps.x_colo && !o->to_file) {
         /* COLO: the pair now runs checkpoints until one side is lost. */
         migration_set_status(m, MIG_COLO);
-        r = colo_primary_run(m, fd, &o->sw, ds, o->dirty);
+        r = colo_primary_run(m, fd, &o->sw, &o->rp, ds, o->dirty);
         o->paused = false; /* COLO resumed the VM and owns it now */
         goto out;
     }
@@ -448,6 +431,7 @@ out:
             migration_set_status(m, MIG_FAILED);
     }
     stream_writer_destroy(&o->sw);
+    stream_reader_destroy(&o->rp);
     free(ds);
     return r;
 }

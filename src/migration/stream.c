@@ -240,14 +240,21 @@ void sw_put_bytes(struct stream_writer *sw, const void *p, size_t n)
     if (sw->fd < 0) {
         if (!sw_reserve(sw, n))
             return;
-    } else if (n > sw->cap - sw->len) {
-        sw_drain(sw);
-        if (n >= sw->cap) {
-            /* Large runs (RAM pages) skip the copy into the buffer. */
-            sw->crc = crc32c(sw->crc, p, n);
-            sw_write_fd(sw, p, n);
-            return;
+    } else {
+        /* Always through the buffer: live guest RAM may change under us, and the bytes
+         * checksummed must be exactly the bytes sent, so both come from one private copy. */
+        const uint8_t *src = p;
+        while (n > sw->cap - sw->len) {
+            size_t chunk = sw->cap - sw->len;
+            memcpy(sw->buf + sw->len, src, chunk);
+            sw->len += chunk;
+            src += chunk;
+            n -= chunk;
+            sw_drain(sw);
+            if (sw->err)
+                return;
         }
+        p = src;
     }
     if (sw->err)
         return;

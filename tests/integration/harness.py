@@ -173,11 +173,15 @@ def tmpdir() -> pathlib.Path:
     return pathlib.Path(tempfile.mkdtemp(prefix="tandem-test-"))
 
 
-def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, **kw) -> Proc:
+def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, environ=None,
+               **kw) -> Proc:
+    """Start `tandem run` on a guest; environ adds variables to the child's environment."""
     argv = [env.tandem, "run", "--kernel", env.guest(guest)]
     if append:
         argv += ["--append", append]
     argv += list(extra)
+    if environ:
+        kw["env"] = {**os.environ, **environ}
     p = Proc(argv, **kw)
     if procs is not None:
         procs.append(p)
@@ -200,7 +204,3 @@ def qemu_status(v: int) -> int:
     """The exit status QEMU's isa-debug-exit gives for guest value v."""
     return ((v << 1) | 1) & 0xFF
 
-
-def env_without_sanitizer_noise():
-    e = dict(os.environ)
-    return e

@@ -1,0 +1,19 @@
+/* fault.h: test-only fault injection at named COLO protocol points (off unless configured).
+ *
+ * TANDEM_COLO_FAULT="POINT:N:ACTION[,POINT:N:ACTION...]" in the environment of a tandem
+ * process: when checkpoint N (1-based; 0 = every checkpoint) reaches POINT, ACTION happens:
+ *   kill  _exit(137) at once, as if the host died (no cleanup, sockets reset by the kernel)
+ *   hang  stop making progress forever (the process stays alive and silent, like SIGSTOP)
+ * POINT names are listed in fault.c (colo_fault_points). Unknown names are rejected at start.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Parse the environment once. 0, or -EINVAL with a message logged. */
+int colo_fault_init(void);
+/* Called at each protocol point. */
+void colo_fault_point(const char *point, uint64_t checkpoint);
+/* The known point names, NULL-terminated (for --help and the tests). */
+extern const char *const colo_fault_points[];

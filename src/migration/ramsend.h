@@ -1,0 +1,21 @@
+/* ramsend.h: send the pages of a dirty bitmap as RAM records (runs, zero pages as markers). */
+#pragma once
+
+#include <stdint.h>
+
+#include "migration/ram.h"
+#include "migration/stream.h"
+
+struct ramsend_stats {
+    uint64_t zero;   /* pages sent as zero markers */
+    uint64_t normal; /* pages sent with data */
+};
+
+/*
+ * Send every page whose bit is set in bitmap (npages bits), clearing the bits. Every 64 words
+ * (4096 pages) progress(opaque) runs, if given; a non-zero return aborts with that value
+ * (cancellation, rate limiting). Adds to *st. Returns 0, sw_error() or progress's value.
+ */
+int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src,
+                    unsigned long *bitmap, uint64_t npages, struct ramsend_stats *st,
+                    int (*progress)(void *opaque), void *opaque);

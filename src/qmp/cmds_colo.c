@@ -1,0 +1,95 @@
+/* cmds_colo.c: COLO status (QEMU's shape plus a stats object), failover and checkpoint requests. */
+#include "qmp/cmds_colo.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+#include "colo/colo.h"
+#include "qmp/server.h"
+
+static struct qmp_server *colo_qmp;
+
+static void on_exit_event(void *opaque, enum colo_mode mode, enum colo_reason reason)
+{
+    struct json_object *data = json_object_new_object();
+
+    json_object_object_add(data, "mode", json_object_new_string(colo_mode_name(mode)));
+    json_object_object_add(data, "reason", json_object_new_string(colo_reason_name(reason)));
+    qmp_emit_event(colo_qmp, "COLO_EXIT", data);
+}
+
+static struct json_object *ms(uint64_t us)
+{
+    return json_object_new_double((double)us / 1000.0);
+}
+
+static int cmd_query_colo_status(void *opaque, struct json_object *args, struct json_object **ret,
+                                 char *err, size_t errlen)
+{
+    enum colo_mode mode, last;
+    enum colo_reason reason;
+    struct colo_stats st;
+    uint64_t p99, mean;
+    struct json_object *o = json_object_new_object(), *s = json_object_new_object();
+    struct json_object *pause = json_object_new_object();
+
+    colo_query(&mode, &last, &reason, &st, &p99, &mean);
+    json_object_object_add(o, "mode", json_object_new_string(colo_mode_name(mode)));
+    json_object_object_add(o, "last-mode", json_object_new_string(colo_mode_name(last)));
+    json_object_object_add(o, "reason", json_object_new_string(colo_reason_name(reason)));
+    json_object_object_add(s, "checkpoints", json_object_new_uint64(st.checkpoints));
+    json_object_object_add(pause, "last", ms(st.pause_us_last));
+    json_object_object_add(pause, "mean", ms(mean));
+    json_object_object_add(pause, "p99", ms(p99));
+    json_object_object_add(s, "pause-ms", pause);
+    json_object_object_add(s, "last-dirty-pages", json_object_new_uint64(st.last_dirty_pages));
+    json_object_object_add(s, "last-bytes", json_object_new_uint64(st.last_bytes));
+    json_object_object_add(s, "total-bytes", json_object_new_uint64(st.total_bytes));
+    json_object_object_add(s, "errors", json_object_new_uint64(st.errors));
+    if (st.last_failover_unix_ms) {
+        json_object_object_add(s, "last-failover-unix-ms",
+                               json_object_new_uint64(st.last_failover_unix_ms));
+        json_object_object_add(s, "last-failover-ms", json_object_new_uint64(st.last_failover_ms));
+    } else {
+        json_object_object_add(s, "last-failover-unix-ms", NULL);
+    }
+    json_object_object_add(o, "stats", s);
+    *ret = o;
+    return 0;
+}
+
+static int cmd_lost_heartbeat(void *opaque, struct json_object *args, struct json_object **ret,
+                              char *err, size_t errlen)
+{
+    return colo_request_failover(COLO_REASON_REQUEST, err, errlen);
+}
+
+static int cmd_colo_checkpoint(void *opaque, struct json_object *args, struct json_object **ret,
+                               char *err, size_t errlen)
+{
+    enum colo_mode mode, last;
+    enum colo_reason reason;
+    struct colo_stats st;
+    uint64_t p99, mean;
+
+    colo_query(&mode, &last, &reason, &st, &p99, &mean);
+    if (mode != COLO_MODE_PRIMARY) {
+        snprintf(err, errlen, "x-colo-checkpoint is only valid on a COLO primary");
+        return -EINVAL;
+    }
+    colo_request_checkpoint();
+    return 0;
+}
+
+int qmp_register_colo_commands(struct qmp_server *s)
+{
+    int r = 0;
+
+    colo_qmp = s;
+    colo_state.exit_event = on_exit_event;
+    colo_state.event_opaque = s;
+    r |= qmp_register(s, "query-colo-status", cmd_query_colo_status, NULL, NULL);
+    r |= qmp_register(s, "x-colo-lost-heartbeat", cmd_lost_heartbeat, NULL, NULL);
+    r |= qmp_register(s, "x-colo-checkpoint", cmd_colo_checkpoint, NULL, NULL);
+    return r ? -EINVAL : 0;
+}

@@ -1,0 +1,101 @@
+"""test_colo.py: COLO periodic mode: pair start-up, checkpoints, failover both ways."""
+import re
+import signal
+
+from colo_pair import Pair
+from harness import ticks
+
+
+def test_pair_enters_colo_and_checkpoints(kvm, procs):
+    p = Pair(kvm, procs)
+    p.pri.wait_for(r"tick \d+ chain=")
+    p.start()
+    st = p.wait_checkpoints(5)
+    assert st["mode"] == "primary" and st["reason"] == "none"
+    s = p.sq.cmd("query-colo-status")
+    assert s["mode"] == "secondary"
+    assert s["stats"]["checkpoints"] >= 4
+    assert p.sq.cmd("query-status")["status"] == "colo"
+    assert p.pq.cmd("query-status")["status"] == "running"
+    # the secondary's VM never runs between checkpoints
+    assert "tick" not in p.sec.text
+    assert "CORRUPT" not in p.pri.text
+
+
+def test_kill_primary_secondary_takes_over(kvm, procs):
+    p = Pair(kvm, procs)
+    p.start()
+    p.wait_checkpoints(5)
+    last_pri = max(ticks(p.pri.text) or [0])
+    p.pri.kill(signal.SIGKILL)
+    ev = p.sq.wait_event("COLO_EXIT", timeout=30)
+    assert ev["data"]["mode"] == "secondary"
+    p.sec.wait_for(r"tick \d+ chain=", timeout=60)
+    n = len(p.sec.text)
+    p.sec.wait_for(r"tick \d+ chain=", start=n, timeout=60)
+    t = ticks(p.sec.text)
+    assert t == sorted(t)
+    assert "CORRUPT" not in p.sec.text
+    st = p.sq.cmd("query-colo-status")
+    assert st["mode"] == "none" and st["last-mode"] == "secondary"
+    assert p.sq.cmd("query-status")["status"] == "running"
+    # it resumed from a checkpoint at most one period behind the primary's last output
+    assert min(t) >= last_pri - 4096 * 20 or not last_pri
+
+
+def test_kill_secondary_primary_continues(kvm, procs):
+    p = Pair(kvm, procs)
+    p.start()
+    p.wait_checkpoints(3)
+    p.sec.kill(signal.SIGKILL)
+    ev = p.pq.wait_event("COLO_EXIT", timeout=30)
+    assert ev["data"] == {"mode": "primary", "reason": "error"}
+    n = len(p.pri.text)
+    p.pri.wait_for(r"tick \d+ chain=", start=n)
+    assert p.pq.cmd("query-colo-status")["mode"] == "none"
+    assert p.pq.cmd("query-status")["status"] == "running"
+    assert "CORRUPT" not in p.pri.text
+
+
+def test_lost_heartbeat_request_on_secondary(kvm, procs):
+    p = Pair(kvm, procs)
+    p.start()
+    p.wait_checkpoints(3)
+    p.pri.kill(signal.SIGSTOP)  # a hung primary: only the timeout can find it
+    try:
+        ev = p.sq.wait_event("COLO_EXIT", timeout=30)
+        assert ev["data"]["mode"] == "secondary"
+        p.sec.wait_for(r"tick \d+ chain=", timeout=60)
+        assert "CORRUPT" not in p.sec.text
+    finally:
+        p.pri.kill(signal.SIGKILL)
+
+
+def test_x_colo_lost_heartbeat_on_primary(kvm, procs):
+    p = Pair(kvm, procs)
+    p.start()
+    p.wait_checkpoints(3)
+    p.pq.cmd("x-colo-lost-heartbeat")
+    ev = p.pq.wait_event("COLO_EXIT", timeout=30)
+    assert ev["data"] == {"mode": "primary", "reason": "request"}
+    n = len(p.pri.text)
+    p.pri.wait_for(r"tick \d+ chain=", start=n)
+
+
+def test_colo_refused_without_capability_on_secondary(kvm, procs):
+    from harness import QMP, tandem_run, tmpdir
+    from colo_pair import free_port
+    d = tmpdir()
+    port = free_port()
+    sec = tandem_run(kvm, "counter", "--incoming", f"tcp:127.0.0.1:{port}", "--qmp",
+                     f"unix:{d}/s.sock", procs=procs)
+    QMP(d / "s.sock")
+    pri = tandem_run(kvm, "counter", "--qmp", f"unix:{d}/p.sock", procs=procs)
+    pq = QMP(d / "p.sock")
+    pq.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "x-colo", "state": True}]})
+    pq.cmd("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+    Pair.wait_status(pq, "failed")
+    assert sec.wait(30) != 0
+    assert re.search(r"x-colo is not set", sec.text)
+    n = len(pri.text)
+    pri.wait_for(r"tick \d+ chain=", start=n)
