@@ -107,8 +107,12 @@ static bool has_nul(struct json_object *o)
     }
 }
 
-/* Parse text[0..len) (text[len] must be '\0') and dispatch it; returns the reply or NULL. */
-static struct json_object *handle_text(struct qmp_session *c, const char *text, size_t len)
+/*
+ * Parse text[0..len) (text[len] must be '\0') and dispatch it; returns the reply or NULL.
+ * *bad_json tells whether the text was not JSON at all.
+ */
+static struct json_object *handle_text(struct qmp_session *c, const char *text, size_t len,
+                                       bool *bad_json)
 {
     enum json_tokener_error jerr;
     struct json_object *req, *reply;
@@ -118,6 +122,7 @@ static struct json_object *handle_text(struct qmp_session *c, const char *text, 
     /* Passing the NUL too ends top-level scalars ("123"), which json-c would otherwise hold. */
     req = json_tokener_parse_ex(c->tok, text, (int)len + 1);
     jerr = json_tokener_get_error(c->tok);
+    *bad_json = true;
     if (jerr != json_tokener_success) {
         snprintf(desc, sizeof(desc), "JSON parse error, %s", json_tokener_error_desc(jerr));
         return qmp_error_reply("GenericError", desc);
@@ -126,6 +131,7 @@ static struct json_object *handle_text(struct qmp_session *c, const char *text, 
         json_object_put(req);
         return qmp_error_reply("GenericError", "JSON parse error, unexpected character");
     }
+    *bad_json = false;
     if (has_nul(req)) {
         json_object_put(req);
         return qmp_error_reply("GenericError", "JSON parse error, \\u0000 is not supported");
@@ -152,6 +158,7 @@ static void run_deferred(struct qmp_session *c)
 int qmp_session_handle(struct qmp_session *c, const char *json, size_t len,
                        struct json_object **reply)
 {
+    bool bad_json;
     char *copy;
 
     *reply = NULL;
@@ -164,7 +171,7 @@ int qmp_session_handle(struct qmp_session *c, const char *json, size_t len,
         return -ENOMEM;
     memcpy(copy, json, len);
     copy[len] = '\0';
-    *reply = handle_text(c, copy, len);
+    *reply = handle_text(c, copy, len, &bad_json);
     free(copy);
     run_deferred(c);
     return *reply ? 0 : -ENOMEM;
@@ -186,6 +193,7 @@ static void framer_reset(struct qmp_session *c)
 /* The text is complete: answer it. */
 static int finish_text(struct qmp_session *c)
 {
+    bool scalar = c->scalar, bad_json;
     struct json_object *reply;
     int rc;
 
@@ -194,8 +202,11 @@ static int finish_text(struct qmp_session *c)
         return send_error(c, "JSON parse error, nesting depth limit exceeded");
     }
     c->text[c->len] = '\0';
-    reply = handle_text(c, c->text, c->len);
+    reply = handle_text(c, c->text, c->len, &bad_json);
     framer_reset(c);
+    /* Junk outside any JSON value ("this is not json {{{"): the rest of the line is junk too.
+     * A bracketed text that fails to parse needs no such thing: its end is known. */
+    c->skip_line = scalar && bad_json;
     if (!reply)
         return -ENOMEM;
     rc = qmp_session_send(c, reply);
@@ -273,6 +284,14 @@ int qmp_session_feed(struct qmp_session *c, const char *buf, size_t len)
 
         if (c->dead)
             return -EPIPE;
+        if (c->skip_line) {
+            /* A reset byte also ends the skipping (it is the reset the client asked for). */
+            if (ch == '\n' || is_reset_byte(ch, false)) {
+                c->skip_line = false;
+                c->junk = ch != '\n';
+            }
+            continue;
+        }
         if (is_reset_byte(ch, c->quote != 0)) {
             rc = on_reset_byte(c, ch);
             continue;

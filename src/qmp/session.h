@@ -10,11 +10,14 @@
  *     │                    │      ──> error reply, text discarded ──> idle
  *     │                    ├─ nesting > QMP_MAX_NESTING ──> discard to the text's end, error
  *     │                    └─ size > QMP_MAX_REQUEST ──> error reply, -EMSGSIZE (drop client)
+ *     ├─ other byte ──> top-level scalar, ends at whitespace or a bracket ──> parse + reply;
+ *     │      if it is not JSON at all (junk): error reply, then skip to the end of the line
  *     └─ whitespace: skipped
  *
- * So malformed JSON costs one error reply and the next request on the same connection works;
- * a client stuck in an unterminated text can reset the parser with a control byte, as the QMP
- * specification tells QEMU clients to do.
+ * So malformed JSON costs one error reply and the next request on the same connection works,
+ * whether requests are newline-separated or not (only junk outside any value costs the rest of
+ * its line); a client stuck in an unterminated text can reset the parser with a control byte,
+ * as the QMP specification tells QEMU clients to do.
  */
 #pragma once
 
@@ -51,6 +54,7 @@ struct qmp_session {
     bool scalar;    /* the text does not start with a bracket */
     bool too_deep;  /* past QMP_MAX_NESTING: discarding to the end of the text */
     bool junk;      /* last byte was a reset byte (reported once per run) */
+    bool skip_line; /* after junk outside any JSON value: discarding to the end of the line */
     struct json_tokener *tok;
 };
 

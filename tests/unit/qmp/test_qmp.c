@@ -296,6 +296,47 @@ static void test_malformed_then_valid(void **state)
     assert_int_equal(f->calls, (int)(sizeof(bad) / sizeof(bad[0])));
 }
 
+static void test_junk_line(void **state)
+{
+    struct fx *f = *state;
+
+    negotiate(f);
+    /* junk outside any value: one error, the rest of its line (brackets too) is discarded */
+    feed(f, "this is not json {{{\n");
+    expect_parse_error(f);
+    expect_nothing(f);
+    feed(f, "{\"execute\": \"noargs\", \"id\": 1}\n");
+    expect(f, "{\"return\": {}, \"id\": 1}");
+    feed(f, "x{\"execute\": \"noargs\", \"id\": 2}\n{\"execute\": \"noargs\", \"id\": 3}");
+    expect_parse_error(f);
+    expect(f, "{\"return\": {}, \"id\": 3}");
+    /* the line may end in a later read */
+    feed(f, "junk [");
+    expect_parse_error(f);
+    feed(f, "{\"execute\": \"noargs\"}");
+    expect_nothing(f);
+    feed(f, "]\n{\"execute\": \"noargs\", \"id\": 4}");
+    expect(f, "{\"return\": {}, \"id\": 4}");
+    /* or be cut short by a reset byte, which then says nothing itself */
+    feed(f, "junk {");
+    expect_parse_error(f);
+    assert_int_equal(qmp_session_feed(f->sess, "\x01\x01{\"execute\": \"noargs\", \"id\": 5}", 32),
+                     0);
+    expect(f, "{\"return\": {}, \"id\": 5}");
+    /* a bracketed text that is not JSON ends where its brackets do: nothing else is lost,
+     * which matters to clients that send no newlines (python's qemu.qmp) */
+    feed(f, "{\"execute\": x}{\"execute\": \"noargs\", \"id\": 6}");
+    expect_parse_error(f);
+    expect(f, "{\"return\": {}, \"id\": 6}");
+    /* a valid scalar is not junk */
+    feed(f, "1 {\"execute\": \"noargs\", \"id\": 7}");
+    expect(f, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"QMP input must be a JSON "
+              "object\"}}");
+    expect(f, "{\"return\": {}, \"id\": 7}");
+    expect_nothing(f);
+    assert_int_equal(f->calls, 6);
+}
+
 static void test_unknown_command(void **state)
 {
     struct fx *f = *state;
@@ -779,6 +820,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_greeting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_negotiation_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_then_valid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_junk_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_command, setup, teardown),
         cmocka_unit_test_setup_teardown(test_argument_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_command_errors, setup, teardown),
