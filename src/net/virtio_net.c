@@ -135,7 +135,7 @@ static void on_tap(void *opaque, uint32_t events)
     uint64_t before = n->rx_frames;
     int r = 0;
 
-    pthread_mutex_lock(&vd->lock);
+    virtio_mmio_enter(vd);
     if (!virtio_mmio_queue_usable(vd, VIRTIO_NET_RXQ)) {
         rx_set_armed(n, false); /* the kick, DRIVER_OK or cont re-arms */
         goto out;
@@ -151,18 +151,18 @@ static void on_tap(void *opaque, uint32_t events)
     if (n->rx_frames != before)
         virtio_mmio_used(vd, VIRTIO_NET_RXQ);
 out:
-    pthread_mutex_unlock(&vd->lock);
+    virtio_mmio_leave(vd);
 }
 
 static void rx_rearm_cb(void *opaque)
 {
     struct virtio_net *n = opaque;
 
-    pthread_mutex_lock(&n->vdev.lock);
+    virtio_mmio_enter(&n->vdev);
     n->rx_rearm_posted = false;
     if (virtio_mmio_queue_usable(&n->vdev, VIRTIO_NET_RXQ))
         rx_set_armed(n, true);
-    pthread_mutex_unlock(&n->vdev.lock);
+    virtio_mmio_leave(&n->vdev);
 }
 
 /* New RX buffers (any thread): watch the tap again, from the main loop that owns the watch. */
@@ -202,10 +202,10 @@ static void tx_resume_cb(void *opaque)
 {
     struct virtio_net *n = opaque;
 
-    pthread_mutex_lock(&n->vdev.lock);
+    virtio_mmio_enter(&n->vdev);
     n->tx_resume_posted = false;
     virtio_mmio_kick(&n->vdev, VIRTIO_NET_TXQ);
-    pthread_mutex_unlock(&n->vdev.lock);
+    virtio_mmio_leave(&n->vdev);
 }
 
 static void tx_process(struct virtio_net *n)

@@ -73,10 +73,10 @@ static void on_resample(void *opaque, uint32_t events)
 
     if (read(vd->resample_fd, &v, sizeof(v)) < 0)
         return;
-    pthread_mutex_lock(&vd->lock);
+    virtio_mmio_enter(vd);
     if (vd->isr && !vd->stopped) /* stopped: cont re-raises */
         irqfd_signal(vd);
-    pthread_mutex_unlock(&vd->lock);
+    virtio_mmio_leave(vd);
 }
 
 /* ---- kicks ---- */
@@ -88,9 +88,9 @@ static void on_kick(void *opaque, uint32_t events)
 
     if (read(k->fd, &count, sizeof(count)) < 0)
         return;
-    pthread_mutex_lock(&k->vd->lock);
+    virtio_mmio_enter(k->vd);
     virtio_mmio_kick(k->vd, k->q);
-    pthread_mutex_unlock(&k->vd->lock);
+    virtio_mmio_leave(k->vd);
 }
 
 static int ioeventfd(struct virtio_mmio *vd, struct virtio_kick *k, bool assign)
@@ -225,12 +225,11 @@ void virtio_mmio_stop(struct virtio_mmio *vd)
     pthread_mutex_unlock(&vd->lock);
 }
 
-static void resume_cb(void *opaque)
+/* vd->lock held. */
+static void resume(struct virtio_mmio *vd)
 {
-    struct virtio_mmio *vd = opaque;
     uint32_t pending;
 
-    pthread_mutex_lock(&vd->lock);
     if (!vd->stopped) {
         pending = vd->pending_kicks;
         vd->pending_kicks = 0;
@@ -242,7 +241,15 @@ static void resume_cb(void *opaque)
         if (vd->ops->resume)
             vd->ops->resume(vd);
     }
-    pthread_mutex_unlock(&vd->lock);
+}
+
+static void resume_cb(void *opaque)
+{
+    struct virtio_mmio *vd = opaque;
+
+    virtio_mmio_enter(vd);
+    resume(vd);
+    virtio_mmio_leave(vd);
 }
 
 void virtio_mmio_cont(struct virtio_mmio *vd)
@@ -258,7 +265,11 @@ void virtio_mmio_cont(struct virtio_mmio *vd)
     /* Backends live on the main loop: restart them there, not on the caller's thread. */
     if (vd->vm->loop && loop_call(vd->vm->loop, resume_cb, vd) == 0)
         return;
-    resume_cb(vd);
+    /* No loop (unit tests), or out of memory: here, without vm->dev_lock, which the caller
+     * (a checkpoint) may hold. */
+    pthread_mutex_lock(&vd->lock);
+    resume(vd);
+    pthread_mutex_unlock(&vd->lock);
 }
 
 void virtio_stop_all(struct vm *vm)

@@ -31,6 +31,18 @@ static struct virtq *selected_queue(struct virtio_mmio *vd)
 
 /* ---- device-facing helpers ---- */
 
+void virtio_mmio_enter(struct virtio_mmio *vd)
+{
+    pthread_mutex_lock(&vd->vm->dev_lock);
+    pthread_mutex_lock(&vd->lock);
+}
+
+void virtio_mmio_leave(struct virtio_mmio *vd)
+{
+    pthread_mutex_unlock(&vd->lock);
+    pthread_mutex_unlock(&vd->vm->dev_lock);
+}
+
 bool virtio_mmio_has_feature(const struct virtio_mmio *vd, unsigned bit)
 {
     return bit < 64 && (vd->driver_features & VIRTIO_BIT(bit));

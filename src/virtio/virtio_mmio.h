@@ -14,7 +14,9 @@
  *
  * Threads: guest register accesses arrive on vCPU threads; ioeventfd kicks, irqfd resamples and
  * device backends (tap) on the main loop; stop/cont from the migration thread. One mutex per
- * device (vd->lock) serialises all of them; device ops run with it held.
+ * device (vd->lock) serialises all of them; device ops run with it held. Work that does not come
+ * from a vCPU first takes vm->dev_lock (virtio_mmio_enter), which a checkpoint holds while it
+ * captures RAM and device state: lock order vm->dev_lock, then vd->lock.
  */
 #pragma once
 
@@ -159,6 +161,10 @@ void virtio_mmio_fill_vm_device(struct virtio_mmio *vd, struct vm_device *dev, u
                                 const struct vmstate_desc *vmsd, void (*destroy)(void *opaque));
 /* The transport of an inventory entry, or NULL if it is not a virtio device. */
 struct virtio_mmio *virtio_mmio_from_device(const struct vm_device *dev);
+
+/* Start/end device work outside a vCPU thread (main loop callbacks): vm->dev_lock, vd->lock. */
+void virtio_mmio_enter(struct virtio_mmio *vd);
+void virtio_mmio_leave(struct virtio_mmio *vd);
 
 /* ---- for devices (vd->lock held) ---- */
 
