@@ -234,8 +234,7 @@ static int send_split(struct stream_writer *sw, const uint8_t *buf, size_t len, 
 static int primary_checkpoint(struct primary *p)
 {
     struct colo *c = p->c;
-    struct ramsend_stats st = {0, 0};
-    uint64_t t0, pause_us, epoch, dirty_pages;
+    uint64_t t0, t1, t2, t3, pause_us, epoch, dirty_pages;
     const uint8_t *ram, *dev;
     size_t ramlen, devlen;
     long harvested;
@@ -256,25 +255,34 @@ static int primary_checkpoint(struct primary *p)
     t0 = now_ns();
     vm_pause(p->vm);
     pthread_mutex_lock(&p->vm->dev_lock);
+    t1 = now_ns();
     colo_fault_point("p-paused", p->n);
     harvested = gmem_dirty_harvest(&p->vm->mem, p->dirty);
     dirty_pages = harvested > 0 ? (uint64_t)harvested : 0;
+    t2 = now_ns();
     sw_buf_reset(&p->rambuf);
     ram_save_open(&p->rambuf, STREAM_TAG_SECTION_START, RAM_SECTION_ID, "ram", 0, &p->src);
-    ram_send_bitmap(&p->rambuf, &p->src, p->dirty, p->src.ram_size / PAGE_SIZE, &st, NULL, NULL);
-    ram_save_close(&p->rambuf, RAM_SECTION_ID, RAM_END_ROUND);
-    ram_save_open(&p->rambuf, STREAM_TAG_SECTION_END, RAM_SECTION_ID, "ram", 0, &p->src);
-    ram_save_close(&p->rambuf, RAM_SECTION_ID, 0);
-    stream_put_eof(&p->rambuf);
+    ram_send_bitmap(&p->rambuf, &p->src, p->dirty, p->src.ram_size / PAGE_SIZE, NULL, NULL,
+                    NULL);
+    t3 = now_ns();
     r = harvested < 0 ? (int)harvested : devstate_capture(p->ds);
     sw_buf_reset(&p->devbuf);
     if (!r)
         devstate_save(p->ds, &p->devbuf);
-    stream_put_eof(&p->devbuf);
     epoch = colo_outbuf_close_epoch(&c->outbuf);
     pthread_mutex_unlock(&p->vm->dev_lock);
     vm_resume(p->vm);
     pause_us = (now_ns() - t0) / 1000;
+    /* Framing and checksums run over our private copies, after the guest resumed. */
+    ram_save_close(&p->rambuf, RAM_SECTION_ID, RAM_END_ROUND);
+    ram_save_open(&p->rambuf, STREAM_TAG_SECTION_END, RAM_SECTION_ID, "ram", 0, &p->src);
+    ram_save_close(&p->rambuf, RAM_SECTION_ID, 0);
+    stream_put_eof(&p->rambuf);
+    stream_put_eof(&p->devbuf);
+    log_debug("colo: pause %llu us: barrier %llu, harvest %llu, ram copy %llu, devices %llu",
+              (unsigned long long)pause_us, (unsigned long long)(t1 - t0) / 1000,
+              (unsigned long long)(t2 - t1) / 1000, (unsigned long long)(t3 - t2) / 1000,
+              (unsigned long long)(t0 / 1000 + pause_us - t3 / 1000));
     if (r || sw_error(&p->rambuf) || sw_error(&p->devbuf)) {
         log_err("colo: cannot capture checkpoint %llu: %s", (unsigned long long)p->n,
                 r ? strerror(-r) : sw_error(&p->rambuf) ? sw_errmsg(&p->rambuf)

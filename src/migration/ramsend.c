@@ -27,7 +27,7 @@ int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src,
                 break;
             if (first + n > npages)
                 n = npages - first;
-            for (uint64_t p = first; p < first + n; p++) {
+            for (uint64_t p = first; st && p < first + n; p++) {
                 if (ram_is_zero(src->host + p * src->page_size, src->page_size))
                     st->zero++;
                 else
