@@ -117,6 +117,13 @@ void tap_close(struct tap *t)
     t->fd = -1;
 }
 
+void tap_adopt(struct tap *t, int fd, const char *name, unsigned mtu)
+{
+    t->fd = fd;
+    snprintf(t->ifname, sizeof(t->ifname), "%s", name);
+    t->mtu = mtu;
+}
+
 int tap_send(void *opaque, const struct iovec *iov, int n)
 {
     static const uint8_t zero_hdr[TAP_VNET_HDR_LEN];

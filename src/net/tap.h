@@ -19,6 +19,9 @@ struct tap {
  * IFF_VNET_HDR, header size TAP_VNET_HDR_LEN, no offloads. 0 or -errno with a message in err. */
 int tap_open(struct tap *t, const char *ifname, char *err, size_t errlen);
 void tap_close(struct tap *t);
+/* Take over fd as a tap: non-blocking, one TAP_VNET_HDR_LEN header + frame per read or write
+ * (a SOCK_SEQPACKET socket in tests). */
+void tap_adopt(struct tap *t, int fd, const char *name, unsigned mtu);
 
 /* net_output.send for a tap (opaque = struct tap *): prepends an all-zero virtio-net header
  * (no checksum or segmentation offload was negotiated) and writes the frame. */

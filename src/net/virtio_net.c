@@ -128,9 +128,8 @@ static int rx_one(struct virtio_net *n)
     return 1;
 }
 
-static void on_tap(void *opaque, uint32_t events)
+void virtio_net_rx(struct virtio_net *n)
 {
-    struct virtio_net *n = opaque;
     struct virtio_mmio *vd = &n->vdev;
     uint64_t before = n->rx_frames;
     int r = 0;
@@ -152,6 +151,11 @@ static void on_tap(void *opaque, uint32_t events)
         virtio_mmio_used(vd, VIRTIO_NET_RXQ);
 out:
     virtio_mmio_leave(vd);
+}
+
+static void on_tap(void *opaque, uint32_t events)
+{
+    virtio_net_rx(opaque);
 }
 
 static void rx_rearm_cb(void *opaque)
@@ -376,46 +380,29 @@ void virtio_net_set_output(struct virtio_net *n, const struct net_output *out)
     pthread_mutex_unlock(&n->vdev.lock);
 }
 
-int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen)
+int virtio_net_create_tap(struct vm *vm, struct tap *tap, const uint8_t mac[6], char *err,
+                          size_t errlen)
 {
-    static const char *const keys[] = {"tap", "mac"};
     struct virtio_net *n;
     struct vm_device dev;
-    char *val[2], why[200];
     int r;
 
     if (!vm->loop) {
         snprintf(err, errlen, "--net: needs the main loop");
-        return -EINVAL;
-    }
-    r = devspec_parse("--net", spec, keys, 2, val, err, errlen);
-    if (r)
-        return r;
-    r = -EINVAL;
-    if (!val[0]) {
-        snprintf(err, errlen, "--net: tap=IFNAME is required");
-        goto out_spec;
+        r = -EINVAL;
+        goto out_tap;
     }
     n = calloc(1, sizeof(*n));
     if (!n) {
-        r = -ENOMEM;
         snprintf(err, errlen, "--net: out of memory");
-        goto out_spec;
+        r = -ENOMEM;
+        goto out_tap;
     }
-    n->tap.fd = -1;
+    n->tap = *tap;
+    tap->fd = -1; /* ours now */
     while (virtio_net_find(vm, n->instance))
         n->instance++;
-    memcpy(n->mac, (const uint8_t[6]){0x52, 0x54, 0x00, 0x12, 0x34, 0x56}, 6);
-    n->mac[5] = (uint8_t)(n->mac[5] + n->instance);
-    if (val[1] && virtio_net_parse_mac(val[1], n->mac)) {
-        snprintf(err, errlen, "--net: mac expects a unicast xx:xx:xx:xx:xx:xx, got '%s'", val[1]);
-        goto out_free;
-    }
-    r = tap_open(&n->tap, val[0], why, sizeof(why));
-    if (r) {
-        snprintf(err, errlen, "--net: %s", why);
-        goto out_free;
-    }
+    memcpy(n->mac, mac, 6);
     n->frame_max = VIRTIO_NET_HDR_LEN + ETH_HDR_BYTES + VLAN_TAG_BYTES + n->tap.mtu;
     if (n->frame_max > VIRTIO_NET_HDR_LEN + TX_FRAME_MAX)
         n->frame_max = VIRTIO_NET_HDR_LEN + TX_FRAME_MAX;
@@ -424,7 +411,7 @@ int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen)
     r = virtio_mmio_init(&n->vdev, vm, &net_ops, n);
     if (r) {
         snprintf(err, errlen, "--net: no virtio-mmio slot: %s", strerror(-r));
-        goto out_tap;
+        goto out_free;
     }
     fill_config(n);
     /* Watched with no events until the driver has posted buffers. */
@@ -443,16 +430,49 @@ int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen)
     log_info("virtio-net%u: tap %s, mac %02x:%02x:%02x:%02x:%02x:%02x, mtu %u", n->instance,
              n->tap.ifname, n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4], n->mac[5],
              n->tap.mtu);
-    devspec_free(val, 2);
     return 0;
 
 out_vdev:
     virtio_mmio_uninit(&n->vdev);
-out_tap:
-    tap_close(&n->tap);
 out_free:
+    tap_close(&n->tap);
     free(n);
-out_spec:
+out_tap:
+    tap_close(tap);
+    return r;
+}
+
+int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"tap", "mac"};
+    uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+    uint32_t instance = 0;
+    char *val[2], why[200];
+    struct tap tap;
+    int r;
+
+    r = devspec_parse("--net", spec, keys, 2, val, err, errlen);
+    if (r)
+        return r;
+    r = -EINVAL;
+    if (!val[0]) {
+        snprintf(err, errlen, "--net: tap=IFNAME is required");
+        goto out;
+    }
+    while (virtio_net_find(vm, instance))
+        instance++;
+    mac[5] = (uint8_t)(mac[5] + instance);
+    if (val[1] && virtio_net_parse_mac(val[1], mac)) {
+        snprintf(err, errlen, "--net: mac expects a unicast xx:xx:xx:xx:xx:xx, got '%s'", val[1]);
+        goto out;
+    }
+    r = tap_open(&tap, val[0], why, sizeof(why));
+    if (r) {
+        snprintf(err, errlen, "--net: %s", why);
+        goto out;
+    }
+    r = virtio_net_create_tap(vm, &tap, mac, err, errlen);
+out:
     devspec_free(val, 2);
     return r;
 }

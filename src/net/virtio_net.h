@@ -66,7 +66,13 @@ struct virtio_net {
  * inventory entry ("virtio-net", instance = index among NICs). Default MAC 52:54:00:12:34:56
  * plus the instance. -EINVAL for a bad spec. */
 int virtio_net_create(struct vm *vm, const char *spec, char *err, size_t errlen);
+/* The same on a tap already open (taken over: closed on failure too) with this MAC. */
+int virtio_net_create_tap(struct vm *vm, struct tap *tap, const uint8_t mac[6], char *err,
+                          size_t errlen);
 struct virtio_net *virtio_net_find(struct vm *vm, uint32_t instance);
+/* The tap is readable: move up to VIRTIO_NET_RX_BUDGET frames into the guest (the main loop's
+ * callback; tests call it directly). */
+void virtio_net_rx(struct virtio_net *n);
 /* Route TX frames through out (COLO holds them until a checkpoint); NULL restores the tap. */
 void virtio_net_set_output(struct virtio_net *n, const struct net_output *out);
 /* "52:54:00:12:34:56" -> mac; unicast only. 0 or -EINVAL. */

@@ -34,17 +34,28 @@ uint32_t get32(struct guest_mem *m, uint64_t gpa)
     return v;
 }
 
-void ring_init(struct test_ring *r, struct guest_mem *mem, uint16_t num)
+static void ring_place(struct test_ring *r, struct guest_mem *mem, uint16_t num, uint64_t desc,
+                       uint64_t avail, uint64_t used)
 {
     memset(r, 0, sizeof(*r));
     r->mem = mem;
     r->num = num;
-    r->desc = RING_DESC_GPA;
-    r->avail = RING_AVAIL_GPA;
-    r->used = RING_USED_GPA;
+    r->desc = desc;
+    r->avail = avail;
+    r->used = used;
     memset(gmem_ptr(mem, r->desc, 16ULL * num), 0, 16ULL * num);
     memset(gmem_ptr(mem, r->avail, 6 + 2ULL * num), 0, 6 + 2ULL * num);
     memset(gmem_ptr(mem, r->used, 6 + 8ULL * num), 0, 6 + 8ULL * num);
+}
+
+void ring_init(struct test_ring *r, struct guest_mem *mem, uint16_t num)
+{
+    ring_place(r, mem, num, RING_DESC_GPA, RING_AVAIL_GPA, RING_USED_GPA);
+}
+
+void ring_init_at(struct test_ring *r, struct guest_mem *mem, uint16_t num, uint64_t base)
+{
+    ring_place(r, mem, num, base, base + 0x1000, base + 0x2000);
 }
 
 void ring_desc(struct test_ring *r, uint64_t table_gpa, uint16_t i, uint64_t addr, uint32_t len,

@@ -21,6 +21,8 @@ struct test_ring {
 #define RING_DATA_GPA  0x10000ULL /* free area for buffers and tables */
 
 void ring_init(struct test_ring *r, struct guest_mem *mem, uint16_t num);
+/* The same with the areas at base (desc), base + 0x1000 (avail), base + 0x2000 (used). */
+void ring_init_at(struct test_ring *r, struct guest_mem *mem, uint16_t num, uint64_t base);
 /* Write descriptor i of the table at table_gpa. */
 void ring_desc(struct test_ring *r, uint64_t table_gpa, uint16_t i, uint64_t addr, uint32_t len,
                uint16_t flags, uint16_t next);
