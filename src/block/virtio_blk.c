@@ -102,6 +102,9 @@ static uint8_t do_write(struct virtio_blk *b, struct virtio_blk_req *req)
         return VIRTIO_BLK_S_IOERR;
     }
     r = raw_writev(&b->disk, off, req->out, req->n_out);
+    /* Without FLUSH the driver sees a write-through disk (spec 5.2.6.2): sync every write. */
+    if (!r && !virtio_mmio_has_feature(&b->vdev, VIRTIO_BLK_F_FLUSH))
+        r = raw_flush(&b->disk);
     if (r) {
         log_warn("virtio-blk%u: write at sector %llu: %s", b->instance,
                  (unsigned long long)req->sector, strerror(-r));

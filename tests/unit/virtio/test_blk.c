@@ -172,6 +172,22 @@ static void test_write_then_read_back(void **state)
     assert_int_equal(f->blk->nflushes, 1);
 }
 
+static void test_write_through_without_flush(void **state)
+{
+    struct fx *f = *state;
+    uint8_t buf[4];
+
+    /* A driver that did not take FLUSH gets writes that are durable when acknowledged. */
+    ring_init(&f->r, &f->vm.mem, 8);
+    assert_true(driver_setup(&f->vm, BASE, VIRTIO_BIT(VIRTIO_F_VERSION_1), &f->r) &
+                VIRTIO_STATUS_DRIVER_OK);
+    memset(gmem_ptr(&f->vm.mem, DATA, VIRTIO_BLK_SECTOR), 0x33, VIRTIO_BLK_SECTOR);
+    assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 4, VIRTIO_BLK_SECTOR, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(pread(f->fd, buf, sizeof(buf), 4 * VIRTIO_BLK_SECTOR), sizeof(buf));
+    assert_int_equal(buf[0], 0x33);
+    assert_int_equal(f->blk->nwrites, 1);
+}
+
 static void test_bad_sectors(void **state)
 {
     struct fx *f = *state;
@@ -387,6 +403,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_read),
         T(test_write_then_read_back),
+        T(test_write_through_without_flush),
         T(test_bad_sectors),
         T(test_get_id_and_unknown),
         TR(test_readonly),
