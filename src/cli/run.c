@@ -27,6 +27,7 @@
 #include "qmp/cmds_migration.h"
 #include "qmp/cmds_colo.h"
 #include "colo/colo.h"
+#include "colo/fault.h"
 #include "qmp/cmds_vm.h"
 #include "qmp/server.h"
 #include "virtio/virtio_mmio.h"
@@ -278,6 +279,11 @@ int run_main(int argc, char **argv)
         return 2;
     }
 
+    if (colo_fault_init() < 0) {
+        fprintf(stderr, "tandem run: invalid TANDEM_COLO_FAULT (see docs/colo.md)\n");
+        free(m);
+        return 2;
+    }
     m->loop = loop_new();
     if (!m->loop)
         goto out_free;

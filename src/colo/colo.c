@@ -174,22 +174,33 @@ static void exit_note_cb(void *opaque)
     free(n);
 }
 
-/* Leaving COLO: record the mode and reason and emit COLO_EXIT on the main loop. */
-static void colo_exit(struct colo *c, enum colo_mode mode, enum colo_reason reason)
+/* Emit COLO_EXIT on the main loop. */
+static void colo_report_exit(struct colo *c, enum colo_mode mode, enum colo_reason reason)
 {
     struct exit_note *n = malloc(sizeof(*n));
 
-    pthread_mutex_lock(&c->lock);
-    c->last_mode = mode;
-    c->mode = COLO_MODE_NONE;
-    c->reason = reason;
-    pthread_mutex_unlock(&c->lock);
     log_warn("colo: leaving COLO (%s, reason %s)", colo_mode_name(mode), colo_reason_name(reason));
     if (!n)
         return;
     *n = (struct exit_note){mode, reason};
     if (loop_call(c->m->loop, exit_note_cb, n) < 0)
         free(n);
+}
+
+static void colo_set_mode_none(struct colo *c, enum colo_mode mode, enum colo_reason reason)
+{
+    pthread_mutex_lock(&c->lock);
+    c->last_mode = mode;
+    c->mode = COLO_MODE_NONE;
+    c->reason = reason;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Leaving COLO: record the mode and reason and emit COLO_EXIT. */
+static void colo_exit(struct colo *c, enum colo_mode mode, enum colo_reason reason)
+{
+    colo_set_mode_none(c, mode, reason);
+    colo_report_exit(c, mode, reason);
 }
 
 static void record_pause(struct colo *c, uint64_t pause_us, uint64_t dirty, uint64_t bytes)
@@ -226,7 +237,10 @@ static int send_split(struct stream_writer *sw, const uint8_t *buf, size_t len, 
 {
     sw_put_bytes(sw, buf, len / 2);
     sw_flush(sw);
-    colo_fault_point(point, n);
+    if (colo_fault_point(point, n) == COLO_FAULT_TRUNCATE) {
+        shutdown(sw->fd, SHUT_WR); /* the peer sees the stream end mid-buffer */
+        return -EPIPE;
+    }
     sw_put_bytes(sw, buf + len / 2, len - len / 2);
     return sw_flush(sw);
 }
@@ -241,7 +255,10 @@ static int primary_checkpoint(struct primary *p)
     int r;
 
     p->n++;
-    colo_fault_point("p-before-request", p->n);
+    if (colo_fault_point("p-before-request", p->n) == COLO_FAULT_BADMSG) {
+        r = colo_send_msg(p->sw, (enum colo_msg)99);
+        return r ? r : -EPROTO;
+    }
     r = colo_send_msg(p->sw, COLO_MSG_CHECKPOINT_REQUEST);
     if (r)
         return r;
@@ -297,13 +314,15 @@ static int primary_checkpoint(struct primary *p)
 
     ram = sw_buf_data(&p->rambuf, &ramlen);
     dev = sw_buf_data(&p->devbuf, &devlen);
-    colo_fault_point("p-before-send", p->n);
+    if (colo_fault_point("p-before-send", p->n) == COLO_FAULT_CORRUPT)
+        ((uint8_t *)ram)[ramlen / 2] ^= 0x10;
     r = colo_send_msg(p->sw, COLO_MSG_VMSTATE_SEND);
     if (!r)
         r = send_split(p->sw, ram, ramlen, "p-mid-ram", p->n);
     if (r)
         return r;
-    colo_fault_point("p-before-size", p->n);
+    if (colo_fault_point("p-before-size", p->n) == COLO_FAULT_CORRUPT)
+        ((uint8_t *)dev)[devlen / 2] ^= 0x10;
     sw_put_u32(p->sw, COLO_MSG_VMSTATE_SIZE);
     sw_put_u64(p->sw, devlen);
     r = send_split(p->sw, dev, devlen, "p-mid-devbuf", p->n);
@@ -383,7 +402,6 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
 
     if (!p)
         return -ENOMEM;
-    colo_fault_init();
     pthread_mutex_lock(&c->lock);
     c->mode = COLO_MODE_PRIMARY;
     c->reason = COLO_REASON_NONE;
@@ -689,11 +707,11 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     struct colo *c = &colo_state;
     struct secondary *s = calloc(1, sizeof(*s));
     enum colo_reason reason;
+    bool reported = false;
     int r;
 
     if (!s)
         return -ENOMEM;
-    colo_fault_init();
     *s = (struct secondary){.c = c, .vm = m->vm, .sr = sr, .ld = ld, .ds = ds};
     s->sink = ds->reg[DEVSTATE_RAM_INDEX].opaque;
     pthread_mutex_lock(&c->lock);
@@ -737,12 +755,17 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         log_err("colo: secondary: leaving the checkpoint loop after checkpoint %llu: %s",
                 (unsigned long long)s->n,
                 sr_error(sr) ? sr_errmsg(sr) : sw_error(&s->sw) ? sw_errmsg(&s->sw) : strerror(-r));
+        shutdown(fd, SHUT_RDWR); /* the primary sees it at once and leaves COLO */
         pthread_mutex_lock(&c->lock);
         c->stats.errors++;
         c->reason = COLO_REASON_ERROR;
+        pthread_mutex_unlock(&c->lock);
+        colo_report_exit(c, COLO_MODE_SECONDARY, COLO_REASON_ERROR);
+        pthread_mutex_lock(&c->lock);
         while (!c->failover_requested)
             pthread_cond_wait(&c->cond, &c->lock);
         pthread_mutex_unlock(&c->lock);
+        reported = true;
     }
     reason = c->failover_reason;
     if (c->fence_cmd && run_fence(c->fence_cmd) < 0) {
@@ -760,7 +783,10 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     pthread_mutex_unlock(&c->lock);
     migration_set_status(m, MIG_COMPLETED);
     loop_call(m->loop, takeover_cb, c);
-    colo_exit(c, COLO_MODE_SECONDARY, reason);
+    if (reported)
+        colo_set_mode_none(c, COLO_MODE_SECONDARY, COLO_REASON_ERROR);
+    else
+        colo_exit(c, COLO_MODE_SECONDARY, reason);
     log_warn("colo: secondary took over from checkpoint %llu", (unsigned long long)s->n);
 cleanup:
     stream_writer_destroy(&s->sw);

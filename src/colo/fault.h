@@ -4,6 +4,11 @@
  * process: when checkpoint N (1-based; 0 = every checkpoint) reaches POINT, ACTION happens:
  *   kill  _exit(137) at once, as if the host died (no cleanup, sockets reset by the kernel)
  *   hang  stop making progress forever (the process stays alive and silent, like SIGSTOP)
+ * and, where the code at that point supports it (primary points before data leaves):
+ *   corrupt   flip one bit of the data about to be sent (p-before-send: RAM, p-before-size:
+ *             device state)
+ *   badmsg    send an unknown message code instead of the next message (p-before-request)
+ *   truncate  send half of the device state, then close the stream (p-mid-devbuf)
  * POINT names are listed in fault.c (colo_fault_points). Unknown names are rejected at start.
  */
 #pragma once
@@ -13,7 +18,15 @@
 
 /* Parse the environment once. 0, or -EINVAL with a message logged. */
 int colo_fault_init(void);
-/* Called at each protocol point. */
-void colo_fault_point(const char *point, uint64_t checkpoint);
+enum colo_fault_action {
+    COLO_FAULT_NONE = 0,
+    COLO_FAULT_CORRUPT,
+    COLO_FAULT_BADMSG,
+    COLO_FAULT_TRUNCATE,
+};
+
+/* Called at each protocol point: kills or hangs here, or returns the action the caller must
+ * carry out (COLO_FAULT_NONE almost always). */
+enum colo_fault_action colo_fault_point(const char *point, uint64_t checkpoint);
 /* The known point names, NULL-terminated (for --help and the tests). */
 extern const char *const colo_fault_points[];
