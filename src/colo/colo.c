@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "colo/devices.h"
 #include "colo/fault.h"
 #include "colo/proto.h"
 #include "core/log.h"
@@ -286,7 +287,9 @@ static int primary_checkpoint(struct primary *p)
     sw_buf_reset(&p->devbuf);
     if (!r)
         devstate_save(p->ds, &p->devbuf);
-    epoch = colo_outbuf_close_epoch(&c->outbuf);
+    epoch = p->n;
+    for (unsigned i = 0; i < c->nouts; i++)
+        colo_outbuf_close_epoch(&c->outbuf[i]);
     pthread_mutex_unlock(&p->vm->dev_lock);
     vm_resume(p->vm);
     pause_us = (now_ns() - t0) / 1000;
@@ -333,7 +336,8 @@ static int primary_checkpoint(struct primary *p)
     if (r)
         return r;
     /* The secondary holds checkpoint N: what the guest sent before it may leave. */
-    colo_outbuf_release(&c->outbuf, epoch);
+    for (unsigned i = 0; i < c->nouts; i++)
+        colo_outbuf_release(&c->outbuf[i], epoch);
     colo_fault_point("p-after-received", p->n);
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_LOADED);
     if (r)
@@ -431,7 +435,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
              (unsigned long long)m->params.checkpoint_delay_ms);
 
     /* From now on output waits for its checkpoint. The VM was paused by the migration. */
-    colo_outbuf_hold(&c->outbuf, 1);
+    colo_devices_primary_start(c, m->vm);
     vm_set_state(m->vm, VM_RUNNING);
     vm_resume(m->vm);
     due = now_ns() + m->params.checkpoint_delay_ms * 1000000ULL;
@@ -453,7 +457,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
         }
     }
     /* Unprotected from here: everything held goes out, and new output passes straight on. */
-    colo_outbuf_stop(&c->outbuf);
+    colo_devices_primary_stop(c, m->vm);
     gmem_dirty_log_stop(&m->vm->mem);
     migration_set_status(m, MIG_COMPLETED);
     pthread_mutex_lock(&c->lock);
@@ -722,6 +726,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     memset(&c->stats, 0, sizeof(c->stats));
     pthread_mutex_unlock(&c->lock);
     vm_set_state(m->vm, VM_COLO);
+    colo_devices_secondary_start(m->vm);
 
     r = colo_cache_init(&s->cache, m->vm->mem.size);
     if (!r)
@@ -774,6 +779,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         goto cleanup;
     }
     heartbeat_stop(&c->hb);
+    colo_devices_takeover(m->vm);
     if (c->hooks.takeover)
         c->hooks.takeover(c->hooks.opaque);
     pthread_mutex_lock(&c->lock);

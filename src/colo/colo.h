@@ -73,8 +73,8 @@ struct colo {
     int fd;        /* the stream, -1 when none */
     struct heartbeat hb;
     struct colo_stats stats;
-    struct colo_outbuf outbuf;
-    bool outbuf_ready; /* a NIC routes its transmit path through outbuf */
+    struct colo_outbuf outbuf[4]; /* one per NIC (COLO_MAX_NICS) */
+    unsigned nouts;
     struct colo_hooks hooks;
     const char *fence_cmd; /* run (and must succeed) before a secondary takes over */
     /* Main-loop notification: COLO_EXIT. */

@@ -1,0 +1,82 @@
+/* devices.c: COLO's device glue: output commit on the NICs, idle standby, takeover announce. */
+#include "colo/devices.h"
+
+#include <string.h>
+
+#include "colo/colo.h"
+#include "core/log.h"
+#include "core/vm.h"
+#include "net/tap.h"
+#include "net/virtio_net.h"
+#include "virtio/virtio_mmio.h"
+
+#define ETH_P_RARP       0x8035
+#define ANNOUNCE_ROUNDS  3
+
+void colo_devices_primary_start(struct colo *c, struct vm *vm)
+{
+    c->nouts = 0;
+    for (uint32_t i = 0; i < COLO_MAX_NICS; i++) {
+        struct virtio_net *n = virtio_net_find(vm, i);
+        struct net_output out;
+        if (!n)
+            break;
+        colo_outbuf_init(&c->outbuf[i], tap_send, &n->tap);
+        colo_outbuf_hold(&c->outbuf[i], 1);
+        out = (struct net_output){.send = colo_outbuf_send, .opaque = &c->outbuf[i]};
+        virtio_net_set_output(n, &out);
+        c->nouts = i + 1;
+    }
+    if (c->nouts)
+        log_info("colo: holding the output of %u NIC(s) until each checkpoint", c->nouts);
+}
+
+void colo_devices_primary_stop(struct colo *c, struct vm *vm)
+{
+    for (uint32_t i = 0; i < c->nouts; i++) {
+        struct virtio_net *n = virtio_net_find(vm, i);
+        colo_outbuf_stop(&c->outbuf[i]);
+        if (n)
+            virtio_net_set_output(n, NULL);
+        colo_outbuf_destroy(&c->outbuf[i]);
+    }
+    c->nouts = 0;
+}
+
+void colo_devices_secondary_start(struct vm *vm)
+{
+    virtio_stop_all(vm);
+}
+
+static void announce(struct virtio_net *n)
+{
+    uint8_t f[60];
+    struct iovec iov = {.iov_base = f, .iov_len = sizeof(f)};
+
+    memset(f, 0, sizeof(f));
+    memset(f, 0xff, 6);                 /* broadcast */
+    memcpy(f + 6, n->mac, 6);           /* from the guest's MAC */
+    f[12] = ETH_P_RARP >> 8;
+    f[13] = ETH_P_RARP & 0xff;
+    f[14] = 0, f[15] = 1;               /* htype Ethernet */
+    f[16] = 0x08, f[17] = 0x00;         /* ptype IPv4 */
+    f[18] = 6, f[19] = 4;               /* hlen, plen */
+    f[20] = 0, f[21] = 3;               /* reverse request */
+    memcpy(f + 22, n->mac, 6);          /* sender hardware address */
+    memcpy(f + 32, n->mac, 6);          /* target hardware address */
+    for (int r = 0; r < ANNOUNCE_ROUNDS; r++)
+        tap_send(&n->tap, &iov, 1);
+}
+
+void colo_devices_takeover(struct vm *vm)
+{
+    virtio_cont_all(vm);
+    for (uint32_t i = 0; i < COLO_MAX_NICS; i++) {
+        struct virtio_net *n = virtio_net_find(vm, i);
+        if (!n)
+            break;
+        announce(n);
+        log_info("colo: announced %02x:%02x:%02x:%02x:%02x:%02x on %s", n->mac[0], n->mac[1],
+                 n->mac[2], n->mac[3], n->mac[4], n->mac[5], n->tap.ifname);
+    }
+}

@@ -1,0 +1,18 @@
+/* devices.h: what COLO does to the VM's devices: hold NIC output on the primary, keep the
+ * secondary's devices idle, and bring them up (with a MAC announcement) at takeover. */
+#pragma once
+
+struct colo;
+struct vm;
+
+#define COLO_MAX_NICS 4
+
+/* Primary: route every NIC's transmit path through its output buffer. */
+void colo_devices_primary_start(struct colo *c, struct vm *vm);
+/* Primary leaving COLO: release everything held, restore direct transmit. */
+void colo_devices_primary_stop(struct colo *c, struct vm *vm);
+/* Secondary: no device work (tap RX, queue kicks) may touch the standby VM between checkpoints. */
+void colo_devices_secondary_start(struct vm *vm);
+/* Secondary takeover: devices run again, and each NIC announces its MAC (RARP, as QEMU's
+ * announce-self) so the LAN's switches send the guest's traffic here. */
+void colo_devices_takeover(struct vm *vm);
