@@ -1,0 +1,296 @@
+#!/usr/bin/python3
+"""netkv_client.py: UDP client for the netkv guest (library and CLI), with a model-checked load.
+
+Protocol (docs/guests.md, netkv): one request per datagram, `SET k v`, `GET k`, `DEL k`; every
+reply's last token is seq, the number of mutations the store has applied: `OK <seq>`,
+`VALUE <v> <seq>`, `NONE <seq>`, `ERR <reason> <seq>`.
+
+CLI (run it where the server is reachable, e.g. `scripts/netlan.sh exec NAME cli ...`):
+    netkv_client.py [--server 10.77.0.2] [--port 7000] [--timeout S] [--retries N] CMD
+    CMD: set KEY VALUE | get KEY | del KEY | raw LINE
+       | load --ops N [--keys K] [--dels F] [--prefix P] [--check] [--progress S]
+Exit status: 0 ok; 1 a contradiction (load --check) or an ERR reply; 3 a request got no reply
+after all its retries.
+
+Each request uses a fresh UDP socket and is re-sent on the same socket until a reply arrives
+(`retries` times, `timeout` seconds each); a late reply to an earlier request therefore never
+reaches a later one. A re-sent SET or DEL may be applied twice: `load` writes a value unique to
+(run, key, version), so a SET applied twice stores the same value, and it accepts NONE from a
+re-sent DEL.
+"""
+import argparse
+import dataclasses
+import os
+import random
+import socket
+import sys
+import time
+
+DEFAULT_SERVER = "10.77.0.2"
+DEFAULT_PORT = 7000
+
+
+class NoReply(Exception):
+    """A request got no reply after all its retries."""
+
+
+@dataclasses.dataclass
+class Reply:
+    kind: str  # OK, VALUE, NONE or ERR
+    value: str | None  # the value (VALUE) or the reason (ERR)
+    seq: int
+    attempts: int  # datagrams sent for the request
+    raw: str
+
+
+def parse_reply(data: bytes, attempts: int = 1) -> Reply:
+    """Parse one reply datagram; raises ValueError if it is not one of the four forms."""
+    text = data.decode("ascii")
+    line = text[:-1] if text.endswith("\n") else text
+    head, _, rest = line.partition(" ")
+    body, _, seq = rest.rpartition(" ")
+    if not seq.isdigit():
+        raise ValueError(f"reply without a seq: {text!r}")
+    if head in ("OK", "NONE") and rest == seq:
+        return Reply(head, None, int(seq), attempts, text)
+    if head in ("VALUE", "ERR") and body:
+        return Reply(head, body, int(seq), attempts, text)
+    raise ValueError(f"malformed reply: {text!r}")
+
+
+class Client:
+    """Requests to one netkv server; counts the datagrams it had to re-send."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT,
+                 timeout: float = 0.3, retries: int = 30):
+        self.addr = (server, port)
+        self.timeout = timeout
+        self.retries = retries
+        self.resent = 0
+
+    def request(self, line: str) -> Reply:
+        data = line.encode("ascii")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(self.timeout)
+            for attempt in range(1, self.retries + 2):
+                if attempt > 1:
+                    self.resent += 1
+                s.sendto(data, self.addr)
+                try:
+                    reply, _ = s.recvfrom(65536)
+                except socket.timeout:
+                    continue
+                return parse_reply(reply, attempt)
+        raise NoReply(f"{line!r}: no reply from {self.addr[0]}:{self.addr[1]} after "
+                      f"{self.retries + 1} attempts")
+
+    def set(self, key: str, value: str) -> Reply:
+        return self.request(f"SET {key} {value}")
+
+    def get(self, key: str) -> Reply:
+        return self.request(f"GET {key}")
+
+    def delete(self, key: str) -> Reply:
+        return self.request(f"DEL {key}")
+
+
+@dataclasses.dataclass
+class LoadResult:
+    ops: int = 0
+    sets: int = 0
+    gets: int = 0
+    dels: int = 0
+    resent: int = 0
+    no_reply: int = 0
+    first_seq: int | None = None
+    last_seq: int = 0
+    seconds: float = 0.0
+    contradictions: list = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"load ops={self.ops} set={self.sets} get={self.gets} del={self.dels} "
+                f"resent={self.resent} no_reply={self.no_reply} first_seq={self.first_seq} "
+                f"last_seq={self.last_seq} contradictions={len(self.contradictions)} "
+                f"seconds={self.seconds:.2f}")
+
+
+class Model:
+    """What each key may hold, given the replies so far (one client, requests in sequence).
+
+    A key's state is the set of values it may hold (None: absent); it has one member except
+    after a request that got no reply (then it may or may not have been applied).
+    """
+
+    def __init__(self, keys):
+        self.may_hold = {k: {None} for k in keys}
+        self.acked_version = {k: 0 for k in keys}  # version of the last acknowledged SET
+        self.max_seq = None
+
+    def check_seq(self, what: str, r: Reply, mutation: bool, problems: list):
+        if self.max_seq is not None:
+            low = self.max_seq + 1 if mutation else self.max_seq
+            if r.seq < low:
+                problems.append(f"{what}: seq {r.seq} after seq {self.max_seq} "
+                                f"({'a mutation must move it forward' if mutation else 'it went back'})")
+        self.max_seq = r.seq if self.max_seq is None else max(self.max_seq, r.seq)
+
+
+def version_of(value: str) -> int | None:
+    try:
+        return int(value.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def load(client: Client, ops: int, nkeys: int = 256, dels: float = 0.05, prefix: str | None = None,
+         check: bool = True, seed: int | None = None, progress: float = 0,
+         out=sys.stdout) -> LoadResult:
+    """Run ops mixed requests (0: until KeyboardInterrupt): SET, GET and a fraction dels of DEL,
+    on nkeys keys named <prefix>.<i>. With check, every reply is checked against the model;
+    contradictions are collected in the result (the load goes on)."""
+    rng = random.Random(seed)
+    run = prefix or os.urandom(4).hex()
+    keys = [f"{run}.{i}" for i in range(nkeys)]
+    model = Model(keys)
+    version = {k: 0 for k in keys}
+    res = LoadResult()
+    start = last_report = time.monotonic()
+    problems = res.contradictions
+    try:
+        while not ops or res.ops < ops:
+            k = rng.choice(keys)
+            x = rng.random()
+            res.ops += 1
+            try:
+                if x < dels:
+                    res.dels += 1
+                    r = client.delete(k)
+                    what = f"op {res.ops} DEL {k}"
+                    if r.kind == "OK":
+                        if check and model.may_hold[k] == {None}:
+                            problems.append(f"{what}: removed a key that was absent")
+                        model.check_seq(what, r, True, problems)
+                    elif r.kind == "NONE":
+                        # a re-sent DEL finds the key gone if an earlier copy removed it
+                        if check and None not in model.may_hold[k] and r.attempts == 1:
+                            problems.append(f"{what}: NONE, but the key holds "
+                                            f"{sorted(model.may_hold[k])}")
+                        model.check_seq(what, r, False, problems)
+                    else:
+                        problems.append(f"{what}: {r.raw!r}")
+                    model.may_hold[k] = {None}
+                elif x < dels + (1 - dels) / 2:
+                    res.sets += 1
+                    version[k] += 1
+                    v = f"{run}:{k}:{version[k]}"
+                    r = client.set(k, v)
+                    what = f"op {res.ops} SET {k} {v}"
+                    if r.kind != "OK":
+                        problems.append(f"{what}: {r.raw!r}")
+                    else:
+                        model.check_seq(what, r, True, problems)
+                        model.may_hold[k] = {v}
+                        model.acked_version[k] = version[k]
+                else:
+                    res.gets += 1
+                    r = client.get(k)
+                    what = f"op {res.ops} GET {k}"
+                    if r.kind in ("VALUE", "NONE"):
+                        got = r.value if r.kind == "VALUE" else None
+                        if check and got not in model.may_hold[k]:
+                            problems.append(f"{what}: {got!r}, expected one of "
+                                            f"{sorted(map(str, model.may_hold[k]))}"
+                                            f"{describe(got, k, run, model.acked_version[k])}")
+                        model.check_seq(what, r, False, problems)
+                        model.may_hold[k] = {got}
+                    else:
+                        problems.append(f"{what}: {r.raw!r}")
+            except NoReply:
+                res.no_reply += 1
+                if x < dels:
+                    model.may_hold[k].add(None)
+                elif x < dels + (1 - dels) / 2:
+                    model.may_hold[k].add(f"{run}:{k}:{version[k]}")
+            if model.max_seq is not None:
+                if res.first_seq is None:
+                    res.first_seq = model.max_seq
+                res.last_seq = model.max_seq
+            if progress and time.monotonic() - last_report >= progress:
+                last_report = time.monotonic()
+                res.resent, res.seconds = client.resent, last_report - start
+                print(res.summary(), file=out, flush=True)
+    except KeyboardInterrupt:
+        pass
+    res.resent = client.resent
+    res.seconds = time.monotonic() - start
+    return res
+
+
+def describe(got, key, run, acked) -> str:
+    """Why a GET's value is wrong, when the value says so."""
+    if got is None:
+        return " (an acknowledged SET was lost)" if acked else ""
+    if not got.startswith(f"{run}:{key}:"):
+        return " (not a value this run wrote to this key)"
+    v = version_of(got)
+    if v is not None and v < acked:
+        return f" (version {v} is older than the acknowledged version {acked})"
+    if v is not None and v > acked:
+        return f" (version {v} was never acknowledged)"
+    return ""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", default=DEFAULT_SERVER)
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--timeout", type=float, default=0.3, help="seconds per attempt")
+    ap.add_argument("--retries", type=int, default=30, help="re-sends before giving up")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("set")
+    p.add_argument("key")
+    p.add_argument("value")
+    p = sub.add_parser("get")
+    p.add_argument("key")
+    p = sub.add_parser("del")
+    p.add_argument("key")
+    p = sub.add_parser("raw")
+    p.add_argument("line")
+    p = sub.add_parser("load")
+    p.add_argument("--ops", type=int, default=1000, help="requests (0: until interrupted)")
+    p.add_argument("--keys", type=int, default=256)
+    p.add_argument("--dels", type=float, default=0.05, help="fraction of DEL requests")
+    p.add_argument("--prefix", help="key prefix (default: random, so keys start absent)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--check", action="store_true", help="check every reply against a model")
+    p.add_argument("--progress", type=float, default=0, help="print a line every S seconds")
+    a = ap.parse_args(argv)
+
+    c = Client(a.server, a.port, a.timeout, a.retries)
+    if a.cmd == "load":
+        res = load(c, a.ops, a.keys, a.dels, a.prefix, a.check, a.seed, a.progress)
+        print(res.summary())
+        for p in res.contradictions[:100]:
+            print("CONTRADICTION", p)
+        if len(res.contradictions) > 100:
+            print(f"... and {len(res.contradictions) - 100} more")
+        return 1 if res.contradictions else 3 if res.no_reply else 0
+    try:
+        if a.cmd == "set":
+            r = c.set(a.key, a.value)
+        elif a.cmd == "get":
+            r = c.get(a.key)
+        elif a.cmd == "del":
+            r = c.delete(a.key)
+        else:
+            r = c.request(a.line)
+    except NoReply as e:
+        print(e, file=sys.stderr)
+        return 3
+    print(r.raw, end="" if r.raw.endswith("\n") else "\n")
+    return 1 if r.kind == "ERR" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
