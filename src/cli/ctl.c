@@ -199,6 +199,33 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o)
     return 0;
 }
 
+/* The command's arguments: exactly one JSON object (whitespace around it is fine). Returns
+ * NULL with *out set, or what is wrong. */
+static const char *parse_object(const char *text, struct json_object **out)
+{
+    struct json_tokener *tok = json_tokener_new();
+    size_t len = strlen(text), end;
+    const char *why = NULL;
+
+    *out = NULL;
+    if (!tok)
+        return "out of memory";
+    *out = json_tokener_parse_ex(tok, text, (int)len + 1); /* the NUL ends the text */
+    end = json_tokener_get_parse_end(tok);
+    if (json_tokener_get_error(tok) != json_tokener_success)
+        why = json_tokener_error_desc(json_tokener_get_error(tok));
+    else if (end < len && text[end + strspn(text + end, " \t\r\n")])
+        why = "unexpected text after it";
+    else if (!json_object_is_type(*out, json_type_object))
+        why = "not an object";
+    json_tokener_free(tok);
+    if (why) {
+        json_object_put(*out);
+        *out = NULL;
+    }
+    return why;
+}
+
 static long long now_ms_mono(void)
 {
     struct timespec ts;
@@ -480,15 +507,10 @@ int ctl_main(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
     if (o.args_text) {
-        enum json_tokener_error e;
+        const char *why = parse_object(o.args_text, &args);
 
-        args = json_tokener_parse_verbose(o.args_text, &e);
-        if (!json_object_is_type(args, json_type_object)) {
-            json_object_put(args);
-            return usage_error("arguments must be a JSON object, got '%s'%s%s", o.args_text,
-                               e != json_tokener_success ? ": " : "",
-                               e != json_tokener_success ? json_tokener_error_desc(e) : "");
-        }
+        if (why)
+            return usage_error("arguments must be a JSON object, got '%s': %s", o.args_text, why);
     }
     step_ms = o.timeout_ms > 0 ? o.timeout_ms : CTL_DEFAULT_TIMEOUT_MS;
 
