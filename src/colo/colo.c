@@ -288,8 +288,7 @@ static int primary_checkpoint(struct primary *p)
     if (!r)
         devstate_save(p->ds, &p->devbuf);
     epoch = p->n;
-    for (unsigned i = 0; i < c->nouts; i++)
-        colo_outbuf_close_epoch(&c->outbuf[i]);
+    colo_devices_close_epoch(c);
     pthread_mutex_unlock(&p->vm->dev_lock);
     vm_resume(p->vm);
     pause_us = (now_ns() - t0) / 1000;
@@ -336,8 +335,7 @@ static int primary_checkpoint(struct primary *p)
     if (r)
         return r;
     /* The secondary holds checkpoint N: what the guest sent before it may leave. */
-    for (unsigned i = 0; i < c->nouts; i++)
-        colo_outbuf_release(&c->outbuf[i], epoch);
+    colo_devices_release(c, epoch);
     colo_fault_point("p-after-received", p->n);
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_LOADED);
     if (r)

@@ -22,6 +22,7 @@ struct stream_reader;
 struct stream_loader;
 struct devstate;
 struct vm;
+struct serial_state;
 
 enum colo_mode { COLO_MODE_NONE = 0, COLO_MODE_PRIMARY, COLO_MODE_SECONDARY };
 /* QAPI COLOExitReason */
@@ -75,6 +76,8 @@ struct colo {
     struct colo_stats stats;
     struct colo_outbuf outbuf[4]; /* one per NIC (COLO_MAX_NICS) */
     unsigned nouts;
+    struct serial_state *console; /* held console output (primary) */
+    struct colo_outbuf console_out;
     struct colo_hooks hooks;
     const char *fence_cmd; /* run (and must succeed) before a secondary takes over */
     /* Main-loop notification: COLO_EXIT. */

@@ -6,6 +6,7 @@
 #include "colo/colo.h"
 #include "core/log.h"
 #include "core/vm.h"
+#include "devices/serial.h"
 #include "net/tap.h"
 #include "net/virtio_net.h"
 #include "virtio/virtio_mmio.h"
@@ -29,6 +30,30 @@ void colo_devices_primary_start(struct colo *c, struct vm *vm)
     }
     if (c->nouts)
         log_info("colo: holding the output of %u NIC(s) until each checkpoint", c->nouts);
+    /* The console is output too: what it showed must be what the secondary can reproduce. */
+    c->console = serial_find(vm);
+    if (c->console) {
+        colo_outbuf_init(&c->console_out, serial_fd_send, c->console);
+        c->console_out.coalesce = true;
+        colo_outbuf_hold(&c->console_out, 1);
+        serial_set_output(c->console, colo_outbuf_send, &c->console_out);
+    }
+}
+
+void colo_devices_close_epoch(struct colo *c)
+{
+    for (unsigned i = 0; i < c->nouts; i++)
+        colo_outbuf_close_epoch(&c->outbuf[i]);
+    if (c->console)
+        colo_outbuf_close_epoch(&c->console_out);
+}
+
+void colo_devices_release(struct colo *c, uint64_t epoch)
+{
+    for (unsigned i = 0; i < c->nouts; i++)
+        colo_outbuf_release(&c->outbuf[i], epoch);
+    if (c->console)
+        colo_outbuf_release(&c->console_out, epoch);
 }
 
 void colo_devices_primary_stop(struct colo *c, struct vm *vm)
@@ -41,6 +66,16 @@ void colo_devices_primary_stop(struct colo *c, struct vm *vm)
         colo_outbuf_destroy(&c->outbuf[i]);
     }
     c->nouts = 0;
+    if (c->console) {
+        /* The vCPU thread reads the hook on every byte: switch it with the vCPUs parked, and
+         * flush what was held before any new byte can follow. */
+        vm_pause(vm);
+        colo_outbuf_stop(&c->console_out);
+        serial_set_output(c->console, NULL, NULL);
+        vm_resume(vm);
+        colo_outbuf_destroy(&c->console_out);
+        c->console = NULL;
+    }
 }
 
 void colo_devices_secondary_start(struct vm *vm)

@@ -2,6 +2,8 @@
  * secondary's devices idle, and bring them up (with a MAC announcement) at takeover. */
 #pragma once
 
+#include <stdint.h>
+
 struct colo;
 struct vm;
 
@@ -9,6 +11,10 @@ struct vm;
 
 /* Primary: route every NIC's transmit path through its output buffer. */
 void colo_devices_primary_start(struct colo *c, struct vm *vm);
+/* Primary, vCPUs paused: output from now on belongs to the next epoch. */
+void colo_devices_close_epoch(struct colo *c);
+/* Primary: checkpoint `epoch` reached the secondary; its output may leave. */
+void colo_devices_release(struct colo *c, uint64_t epoch);
 /* Primary leaving COLO: release everything held, restore direct transmit. */
 void colo_devices_primary_stop(struct colo *c, struct vm *vm);
 /* Secondary: no device work (tap RX, queue kicks) may touch the standby VM between checkpoints. */

@@ -10,7 +10,7 @@
 struct colo_frame {
     struct colo_frame *next;
     uint64_t epoch;
-    size_t len;
+    size_t len, cap;
     uint8_t data[];
 };
 
@@ -59,7 +59,19 @@ int colo_outbuf_send(void *opaque, const struct iovec *iov, int iovcnt)
     }
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
-    if (ob->bytes + len > COLO_OUTBUF_MAX_BYTES || !(f = malloc(sizeof(*f) + len))) {
+    if (ob->coalesce && ob->tail && ob->tail->epoch == ob->epoch &&
+        ob->tail->cap - ob->tail->len >= len) {
+        f = ob->tail; /* append to this epoch's buffer */
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(f->data + f->len, iov[i].iov_base, iov[i].iov_len);
+            f->len += iov[i].iov_len;
+        }
+        ob->bytes += len;
+        pthread_mutex_unlock(&ob->lock);
+        return (int)len;
+    }
+    size_t cap = ob->coalesce && len < 4096 ? 4096 : len;
+    if (ob->bytes + len > COLO_OUTBUF_MAX_BYTES || !(f = malloc(sizeof(*f) + cap))) {
         ob->dropped_total++;
         pthread_mutex_unlock(&ob->lock);
         return 0; /* dropped, as a full transmit queue would; TCP retransmits */
@@ -71,6 +83,7 @@ int colo_outbuf_send(void *opaque, const struct iovec *iov, int iovcnt)
     f->next = NULL;
     f->epoch = ob->epoch;
     f->len = len;
+    f->cap = cap;
     if (ob->tail)
         ob->tail->next = f;
     else
@@ -79,7 +92,7 @@ int colo_outbuf_send(void *opaque, const struct iovec *iov, int iovcnt)
     ob->bytes += len;
     ob->held_total++;
     pthread_mutex_unlock(&ob->lock);
-    return 0;
+    return (int)len;
 }
 
 uint64_t colo_outbuf_close_epoch(struct colo_outbuf *ob)

@@ -26,6 +26,7 @@ struct colo_outbuf {
     struct colo_frame *head, *tail;
     size_t bytes;
     uint64_t held_total, released_total, dropped_total;
+    bool coalesce;     /* a byte stream (console): same-epoch sends join one buffer */
     colo_send_fn send; /* the real transmit (tap) */
     void *send_opaque;
 };

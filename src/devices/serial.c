@@ -53,12 +53,46 @@ static void serial_out_byte(struct serial_state *s, uint8_t c)
         return;
     }
     s->bytes_out++;
-    if (s->out_fd >= 0) {
-        ssize_t n;
-        do {
-            n = write(s->out_fd, &c, 1);
-        } while (n < 0 && errno == EINTR);
+    struct iovec iov = {.iov_base = &c, .iov_len = 1};
+    s->out(s->out_opaque, &iov, 1);
+}
+
+int serial_fd_send(void *opaque, const struct iovec *iov, int n)
+{
+    struct serial_state *s = opaque;
+    int total = 0;
+
+    if (s->out_fd < 0)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left) {
+            ssize_t w = write(s->out_fd, p, left);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return total ? total : -errno;
+            p += w;
+            left -= (size_t)w;
+            total += (int)w;
+        }
     }
+    return total;
+}
+
+void serial_set_output(struct serial_state *s, int (*fn)(void *, const struct iovec *, int),
+                       void *opaque)
+{
+    s->out = fn ? fn : serial_fd_send;
+    s->out_opaque = fn ? opaque : s;
+}
+
+struct serial_state *serial_find(struct vm *vm)
+{
+    struct vm_device *d = vm_find_device(vm, "serial", 0);
+
+    return d ? d->opaque : NULL;
 }
 
 static void serial_io(void *opaque, uint64_t off, void *data, uint32_t len, bool is_write)
@@ -231,6 +265,7 @@ int serial_create(struct vm *vm, const char *spec, char *err, size_t errlen)
         free(s);
         return -EINVAL;
     }
+    serial_set_output(s, NULL, NULL);
     serial_reset(s);
     r = bus_register(&vm->pio, COM1_BASE, 8, serial_io, s, "serial");
     if (r) {
