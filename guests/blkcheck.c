@@ -156,8 +156,8 @@ static void wait_used(const char *what, uint64_t sector)
 
 static void request(uint32_t type, uint64_t sector, void *data, uint32_t len)
 {
-    static const char *const names[] = {[VIRTIO_BLK_T_IN] = "read", [VIRTIO_BLK_T_OUT] = "write",
-                                        [VIRTIO_BLK_T_FLUSH] = "flush"};
+    static const char *const names[] = {
+        [VIRTIO_BLK_T_IN] = "read", [VIRTIO_BLK_T_OUT] = "write", [VIRTIO_BLK_T_FLUSH] = "flush"};
     struct vio_buf b[3];
     unsigned n = 0;
 
@@ -180,8 +180,8 @@ static void write_super(uint64_t acked, uint64_t reserve)
     struct superblock *sb = (struct superblock *)wbuf;
 
     memset(wbuf, 0, sizeof(wbuf));
-    *sb = (struct superblock){.magic = SUPER_MAGIC, .nblocks = nblocks, .seed = seed,
-                              .acked = acked, .reserve = reserve};
+    *sb = (struct superblock){
+        .magic = SUPER_MAGIC, .nblocks = nblocks, .seed = seed, .acked = acked, .reserve = reserve};
     sb->csum = sector_csum(wbuf, 5);
     request(VIRTIO_BLK_T_OUT, 0, wbuf, SECTOR);
 }
@@ -216,8 +216,8 @@ static void check_block(const uint64_t *s, uint64_t lba, uint64_t reserve)
         corrupt();
     }
     if (h->lba != lba || !h->gen || h->gen > reserve || target(h->gen) != lba) {
-        rt_printf("CORRUPT block %lu: header lba=%lu gen=%lu (reserve %lu, gen targets %lu)\n",
-                  lba, h->lba, h->gen, reserve, h->gen ? target(h->gen) : 0);
+        rt_printf("CORRUPT block %lu: header lba=%lu gen=%lu (reserve %lu, gen targets %lu)\n", lba,
+                  h->lba, h->gen, reserve, h->gen ? target(h->gen) : 0);
         corrupt();
     }
     make_block(wbuf, lba, h->gen);

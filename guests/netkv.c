@@ -18,8 +18,8 @@
 
 #define KEY_MAX    64
 #define VALUE_MAX  256
-#define TABLE_SIZE 16384u                     /* slots, a power of two */
-#define KEYS_MAX   (TABLE_SIZE / 8 * 7)       /* keys stored at most (load factor 7/8) */
+#define TABLE_SIZE 16384u               /* slots, a power of two */
+#define KEYS_MAX   (TABLE_SIZE / 8 * 7) /* keys stored at most (load factor 7/8) */
 
 #define VIRTIO_NET_F_MAC 5
 #define NET_HDR_LEN      12 /* struct virtio_net_hdr with num_buffers (VERSION_1) */
@@ -27,8 +27,13 @@
 #define NRX              VIO_QUEUE_SIZE
 #define NTX              VIO_QUEUE_SIZE
 
-#define ETH_P_IP  0x0800
-#define ETH_P_ARP 0x0806
+#define ETH_HLEN 14 /* Ethernet header */
+#define IP_HLEN  20 /* IPv4 header without options (what replies carry) */
+#define UDP_HLEN 8
+#define ARP_LEN  28 /* ARP for IPv4 over Ethernet */
+
+#define ETH_P_IP     0x0800
+#define ETH_P_ARP    0x0806
 #define IPPROTO_ICMP 1
 #define IPPROTO_UDP  17
 
@@ -268,19 +273,19 @@ static void eth_reply(uint8_t *o, const uint8_t *f, uint16_t type)
 
 static void arp(const uint8_t *f, size_t len)
 {
-    const uint8_t *a = f + 14;
-    if (len < 14 + 28 || get16(a) != 1 || get16(a + 2) != ETH_P_IP || a[4] != 6 || a[5] != 4 ||
-        get16(a + 6) != 1 || get32(a + 24) != my_ip)
+    const uint8_t *a = f + ETH_HLEN;
+    if (len < ETH_HLEN + ARP_LEN || get16(a) != 1 || get16(a + 2) != ETH_P_IP || a[4] != 6 ||
+        a[5] != 4 || get16(a + 6) != 1 || get32(a + 24) != my_ip)
         return;
     unsigned b = tx_get();
-    uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + 14;
+    uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + ETH_HLEN;
     eth_reply(o, f, ETH_P_ARP);
-    memcpy(r, a, 6);     /* htype, ptype, hlen, plen */
-    put16(r + 6, 2);     /* reply */
+    memcpy(r, a, 6); /* htype, ptype, hlen, plen */
+    put16(r + 6, 2); /* reply */
     memcpy(r + 8, my_mac, 6);
     put32(r + 14, my_ip);
     memcpy(r + 18, a + 8, 10); /* their hardware and protocol address */
-    tx_put(b, 14 + 28);
+    tx_put(b, ETH_HLEN + ARP_LEN);
 }
 
 /* IPv4 header for a reply of payload bytes to the sender of ip. */
@@ -288,7 +293,7 @@ static void ip_reply(uint8_t *o, const uint8_t *ip, uint8_t proto, size_t payloa
 {
     o[0] = 0x45;
     o[1] = 0;
-    put16(o + 2, (uint16_t)(20 + payload));
+    put16(o + 2, (uint16_t)(IP_HLEN + payload));
     put16(o + 4, ip_id++);
     put16(o + 6, 0x4000); /* DF */
     o[8] = 64;
@@ -296,47 +301,48 @@ static void ip_reply(uint8_t *o, const uint8_t *ip, uint8_t proto, size_t payloa
     put16(o + 10, 0);
     put32(o + 12, my_ip);
     memcpy(o + 16, ip + 12, 4);
-    put16(o + 10, csum_fold(csum_add(0, o, 20)));
+    put16(o + 10, csum_fold(csum_add(0, o, IP_HLEN)));
 }
 
 static void icmp(const uint8_t *f, const uint8_t *ip, const uint8_t *p, size_t len)
 {
-    if (len < 8 || p[0] != 8 || csum_fold(csum_add(0, p, len)) || 14 + 20 + len > BUF_SIZE - NET_HDR_LEN)
+    if (len < 8 || p[0] != 8 || csum_fold(csum_add(0, p, len)) ||
+        ETH_HLEN + IP_HLEN + len > BUF_SIZE - NET_HDR_LEN)
         return;
     unsigned b = tx_get();
-    uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + 14 + 20;
+    uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + ETH_HLEN + IP_HLEN;
     eth_reply(o, f, ETH_P_IP);
-    ip_reply(o + 14, ip, IPPROTO_ICMP, len);
+    ip_reply(o + ETH_HLEN, ip, IPPROTO_ICMP, len);
     memcpy(r, p, len);
     r[0] = 0; /* echo reply */
     put16(r + 2, 0);
     put16(r + 2, csum_fold(csum_add(0, r, len)));
-    tx_put(b, 14 + 20 + len);
+    tx_put(b, ETH_HLEN + IP_HLEN + len);
 }
 
 static void udp(const uint8_t *f, const uint8_t *ip, const uint8_t *u, size_t len)
 {
-    if (len < 8 || get16(u + 2) != KV_PORT || get16(u + 4) != len ||
+    if (len < UDP_HLEN || get16(u + 2) != KV_PORT || get16(u + 4) != len ||
         (get16(u + 6) && udp_csum(ip, u, (uint16_t)len)))
         return;
     unsigned b = tx_get();
-    uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + 14 + 20;
-    size_t n = serve((const char *)u + 8, len - 8, (char *)r + 8,
-                     BUF_SIZE - NET_HDR_LEN - 14 - 20 - 8);
+    uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + ETH_HLEN + IP_HLEN;
+    size_t n = serve((const char *)u + UDP_HLEN, len - UDP_HLEN, (char *)r + UDP_HLEN,
+                     BUF_SIZE - NET_HDR_LEN - ETH_HLEN - IP_HLEN - UDP_HLEN);
     eth_reply(o, f, ETH_P_IP);
-    ip_reply(o + 14, ip, IPPROTO_UDP, 8 + n);
+    ip_reply(o + ETH_HLEN, ip, IPPROTO_UDP, UDP_HLEN + n);
     put16(r, KV_PORT);
     memcpy(r + 2, u, 2); /* their port */
-    put16(r + 4, (uint16_t)(8 + n));
+    put16(r + 4, (uint16_t)(UDP_HLEN + n));
     put16(r + 6, 0);
-    uint16_t c = udp_csum(o + 14, r, (uint16_t)(8 + n));
+    uint16_t c = udp_csum(o + ETH_HLEN, r, (uint16_t)(UDP_HLEN + n));
     put16(r + 6, c ? c : 0xffff);
-    tx_put(b, 14 + 20 + 8 + n);
+    tx_put(b, ETH_HLEN + IP_HLEN + UDP_HLEN + n);
 }
 
 static void frame(const uint8_t *f, size_t len)
 {
-    if (len < 14)
+    if (len < ETH_HLEN)
         return;
     uint16_t type = get16(f + 12);
     if (type == ETH_P_ARP) {
@@ -345,12 +351,12 @@ static void frame(const uint8_t *f, size_t len)
     }
     if (type != ETH_P_IP || memcmp(f, my_mac, 6))
         return;
-    const uint8_t *ip = f + 14;
+    const uint8_t *ip = f + ETH_HLEN;
     size_t ihl = (size_t)(ip[0] & 15) * 4;
-    if (len < 14 + 20 || ip[0] >> 4 != 4 || ihl < 20 || len < 14 + ihl)
+    if (len < ETH_HLEN + IP_HLEN || ip[0] >> 4 != 4 || ihl < IP_HLEN || len < ETH_HLEN + ihl)
         return;
     size_t tot = get16(ip + 2);
-    if (tot < ihl || 14 + tot > len || get32(ip + 16) != my_ip || (get16(ip + 6) & 0x3fff) ||
+    if (tot < ihl || ETH_HLEN + tot > len || get32(ip + 16) != my_ip || (get16(ip + 6) & 0x3fff) ||
         csum_fold(csum_add(0, ip, ihl)))
         return; /* truncated, not ours, a fragment, or damaged */
     if (ip[9] == IPPROTO_UDP)

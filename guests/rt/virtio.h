@@ -13,13 +13,13 @@
 
 /* Where the driver looks: slots of 0x200 bytes from 0xFEB00000. tandem uses slots 0..7;
  * QEMU's microvm has 24 (its devices sit in the highest ones). */
-#define VIO_MMIO_BASE  0xFEB00000u
-#define VIO_SLOT_SIZE  0x200u
+#define VIO_MMIO_BASE   0xFEB00000u
+#define VIO_SLOT_SIZE   0x200u
 #define VIO_PROBE_SLOTS 32
 
 /* One virtio-mmio device. */
 struct vio_dev {
-    uintptr_t base;    /* MMIO base of the slot */
+    uintptr_t base; /* MMIO base of the slot */
     uint32_t device_id;
     uint64_t features; /* the negotiated set (VIRTIO_F_VERSION_1 always among them) */
 };

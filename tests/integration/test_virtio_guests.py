@@ -1,10 +1,10 @@
 """test_virtio_guests.py: blkcheck and netkv under tandem and QEMU's microvm, in a netlan.sh LAN."""
 import os
 import pathlib
+import random
 import re
 import shutil
 import subprocess
-import random
 import uuid
 
 import pytest
