@@ -31,7 +31,7 @@
 #   rep0 is a direct veth between NAME-pri and NAME-sec (nothing else on 10.77.1.0/24).
 #   Both VMs carry the guest's MAC: the LAN switch learns the port of whichever one transmits.
 #   After a failover, frames for the guest keep going to the primary's port until the new VM
-#   sends a frame (e.g. an ARP announcement) or the switch's entry ages out (300 s). --flood
+#   sends a frame (tandem's takeover sends RARP announcements) or the entry ages out. --flood
 #   makes every bridge a hub (ageing 0), so both hosts' taps see all LAN traffic; then the
 #   secondary's tap also queues what the primary was sent, and a VM that reads it late gets old
 #   requests.
