@@ -71,7 +71,8 @@ static void run_usage(FILE *f)
             "                        over only if it exits 0 (default: no fence)\n"
             "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
             "      --no-reboot       exit instead of rebooting when the guest resets\n"
-            "  -v, --verbose         more logging (repeat for debug); TANDEM_LOG=debug also works\n"
+            "  -v, --verbose         more logging (repeat for debug); or TANDEM_LOG=error|warning|\n"
+            "                        info|debug\n"
             "  -h, --help            this text\n"
             "  -V, --version         print the version\n"
             "\n"
@@ -270,8 +271,12 @@ int run_main(int argc, char **argv)
         free(m);
         return r == 1 ? 0 : r;
     }
-    if (getenv("TANDEM_LOG") && !strcmp(getenv("TANDEM_LOG"), "debug"))
-        log_set_level(LOG_DEBUG);
+    if (getenv("TANDEM_LOG")) {
+        static const char *const levels[] = {"error", "warning", "info", "debug"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(getenv("TANDEM_LOG"), levels[i]))
+                log_set_level((enum log_level)i);
+    }
     if (m->opts.kernel && access(m->opts.kernel, R_OK) < 0) {
         fprintf(stderr, "tandem run: --kernel: cannot read '%s': %s\n", m->opts.kernel,
                 strerror(errno));

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "colo/devices.h"
+#include "colo/disk.h"
 #include "colo/fault.h"
 #include "colo/proto.h"
 #include "core/log.h"
@@ -289,6 +290,7 @@ static int primary_checkpoint(struct primary *p)
         devstate_save(p->ds, &p->devbuf);
     epoch = p->n;
     colo_devices_close_epoch(c);
+    colo_disk_close_epoch(p->vm);
     pthread_mutex_unlock(&p->vm->dev_lock);
     vm_resume(p->vm);
     pause_us = (now_ns() - t0) / 1000;
@@ -296,6 +298,7 @@ static int primary_checkpoint(struct primary *p)
     ram_save_close(&p->rambuf, RAM_SECTION_ID, RAM_END_ROUND);
     ram_save_open(&p->rambuf, STREAM_TAG_SECTION_END, RAM_SECTION_ID, "ram", 0, &p->src);
     ram_save_close(&p->rambuf, RAM_SECTION_ID, 0);
+    colo_disk_save_epoch(p->vm, &p->rambuf); /* the epoch's disk writes travel with its RAM */
     stream_put_eof(&p->rambuf);
     stream_put_eof(&p->devbuf);
     log_debug("colo: pause %llu us: barrier %llu, harvest %llu, ram copy %llu, devices %llu",
@@ -434,6 +437,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
 
     /* From now on output waits for its checkpoint. The VM was paused by the migration. */
     colo_devices_primary_start(c, m->vm);
+    colo_disk_epochs_begin(m->vm);
     vm_set_state(m->vm, VM_RUNNING);
     vm_resume(m->vm);
     due = now_ns() + m->params.checkpoint_delay_ms * 1000000ULL;
@@ -456,6 +460,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     }
     /* Unprotected from here: everything held goes out, and new output passes straight on. */
     colo_devices_primary_stop(c, m->vm);
+    colo_disk_stop(m->vm);
     gmem_dirty_log_stop(&m->vm->mem);
     migration_set_status(m, MIG_COMPLETED);
     pthread_mutex_lock(&c->lock);
@@ -557,7 +562,9 @@ static int secondary_apply(struct secondary *s, size_t devlen)
     stream_reader_destroy(&mr);
     colo_fault_point("s-mid-apply", s->n);
     colo_cache_apply(&s->cache, &s->vm->mem);
-    r = devstate_apply(s->ds);
+    r = colo_disk_apply(s->vm);
+    if (!r)
+        r = devstate_apply(s->ds);
     pthread_mutex_unlock(&s->vm->dev_lock);
     return r;
 }
@@ -584,8 +591,9 @@ static int secondary_checkpoint(struct secondary *s)
     r = colo_expect_msg(s->sr, COLO_MSG_VMSTATE_SEND);
     if (r)
         return r;
-    /* RAM: into the cache only; the segment's EOF carries its checksum. */
+    /* RAM (and disk writes): staged only; the segment's EOF carries its checksum. */
     colo_cache_discard(&s->cache);
+    colo_disk_discard(s->vm);
     s->ram_fault_armed = true;
     sr_checksum_reset(s->sr);
     r = stream_load_segment(s->ld, s->sr);
@@ -657,6 +665,7 @@ static int secondary_checkpoint(struct secondary *s)
 drop:
     /* A half or bad checkpoint never reaches the VM: the last applied one stays. */
     colo_cache_discard(&s->cache);
+    colo_disk_discard(s->vm);
     return r;
 }
 
@@ -777,6 +786,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         goto cleanup;
     }
     heartbeat_stop(&c->hb);
+    colo_disk_discard(m->vm); /* writes of a checkpoint never applied never happened */
     colo_devices_takeover(m->vm);
     if (c->hooks.takeover)
         c->hooks.takeover(c->hooks.opaque);

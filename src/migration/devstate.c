@@ -109,6 +109,14 @@ int devstate_init(struct devstate *ds, struct vm *vm, struct ram_sink *sink)
     return 0;
 }
 
+int devstate_add(struct devstate *ds, const struct stream_section *s)
+{
+    if (ds->nreg >= DEVSTATE_MAX_SECTIONS)
+        return -ENOSPC;
+    ds->reg[ds->nreg++] = *s;
+    return 0;
+}
+
 int devstate_capture(struct devstate *ds)
 {
     int r;
@@ -126,6 +134,8 @@ int devstate_save(struct devstate *ds, struct stream_writer *sw)
     /* Section ids: 1 is RAM; the rest follow the registry order. */
     for (size_t i = 1; i < ds->nreg; i++) {
         const struct stream_section *s = &ds->reg[i];
+        if (!s->desc)
+            continue; /* iterative sections (disks) are sent by their owners */
         int r = stream_save_section(sw, (uint32_t)(i + 1), s->idstr, s->instance_id, s->desc,
                                     s->opaque);
         if (r)

@@ -8,7 +8,7 @@
 #include "migration/ram.h"
 #include "migration/section.h"
 
-#define DEVSTATE_MAX_SECTIONS (VM_MAX_CPUS + VM_MAX_DEVICES + 2)
+#define DEVSTATE_MAX_SECTIONS (VM_MAX_CPUS + 3 * VM_MAX_DEVICES + 2)
 #define DEVSTATE_RAM_INDEX    0 /* registry entry 0 is always "ram" */
 
 /*
@@ -28,6 +28,8 @@ struct devstate {
 /* Build the registry: "ram" (an iterative entry whose opaque is sink; may be NULL when the
  * registry only saves), "cpu" × ncpus, "x86-chips", then every inventory device. */
 int devstate_init(struct devstate *ds, struct vm *vm, struct ram_sink *sink);
+/* Append a registry entry (e.g. COLO's disk sections). 0 or -ENOSPC. */
+int devstate_add(struct devstate *ds, const struct stream_section *s);
 /* Read every vCPU and the chips from KVM into the staging copies (VM paused). */
 int devstate_capture(struct devstate *ds);
 /* Write every non-RAM section as FULL sections (after devstate_capture). Returns sw_error(). */

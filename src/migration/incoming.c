@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "colo/colo.h"
+#include "colo/disk.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vm.h"
@@ -27,6 +28,7 @@ struct incoming {
     bool return_path;
     bool colo;
     bool is_file;
+    int fd;
 };
 
 static int on_command(void *opaque, enum stream_cmd cmd, const uint8_t *payload, uint16_t len)
@@ -45,7 +47,8 @@ static int on_command(void *opaque, enum stream_cmd cmd, const uint8_t *payload,
             return -EPERM;
         }
         in->colo = true;
-        return 0;
+        /* Disk initial sync: tell the primary what our images hold, chunk by chunk. */
+        return colo_disk_send_hashes(in->m->vm, in->fd);
     default:
         return -EBADMSG;
     }
@@ -129,7 +132,10 @@ static void *incoming_thread(void *arg)
 
     in->sink = (struct ram_sink){.host = vm->mem.base, .ram_size = vm->mem.size,
                                  .page_size = PAGE_SIZE};
+    in->fd = fd;
     r = devstate_init(&in->ds, vm, &in->sink);
+    if (!r)
+        r = colo_disk_register(&in->ds, vm);
     if (!r)
         r = stream_loader_init(&ld, in->ds.reg, in->ds.nreg);
     if (r) {
@@ -152,6 +158,8 @@ static void *incoming_thread(void *arg)
     }
     /* Everything arrived and the checksum matched: only now touch the vCPUs. */
     r = devstate_apply(&in->ds);
+    if (!r && in->colo)
+        r = colo_disk_sync_done(vm);
     if (r) {
         migration_set_error(m, "cannot apply vCPU state: %s", strerror(-r));
         goto fail_answer;

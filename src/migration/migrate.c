@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "colo/colo.h"
+#include "colo/disk.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vm.h"
@@ -146,6 +147,7 @@ struct outgoing {
     unsigned long *dirty; /* pages to send */
     uint64_t npages;
     bool to_file;
+    bool disks;  /* COLO initial disk sync in progress */
     bool paused; /* we hold a pause on the VM */
     uint64_t iter_start_ns;
     uint64_t iter_start_bytes;
@@ -284,6 +286,16 @@ static int run_outgoing(struct outgoing *o, int fd)
     r = sw_flush(&o->sw);
     if (r)
         goto io_err;
+    if (m->caps.x_colo && colo_disk_count(vm)) {
+        char err[256];
+        sr_set_timeout_ms(&o->rp, 60000);
+        r = colo_disk_sync_begin(vm, &o->rp, err, sizeof(err));
+        if (r) {
+            migration_set_error(m, "%s", err);
+            goto out;
+        }
+        o->disks = true;
+    }
 
     /* A snapshot is one consistent pass with the VM stopped; a migration starts live. */
     if (o->to_file) {
@@ -315,6 +327,8 @@ static int run_outgoing(struct outgoing *o, int fd)
         o->iter_start_ns = now_ns();
         o->iter_start_bytes = sw_offset(&o->sw);
         r = send_ram_section(o, type);
+        if (!r && o->disks && type == STREAM_TAG_SECTION_START)
+            r = colo_disk_sync_send(vm, &o->sw, false); /* the chunks that differ */
         if (r)
             goto io_err;
         iters++;
@@ -370,6 +384,8 @@ static int run_outgoing(struct outgoing *o, int fd)
     o->iter_start_ns = now_ns();
     o->iter_start_bytes = sw_offset(&o->sw);
     r = send_ram_section(o, STREAM_TAG_SECTION_END);
+    if (!r && o->disks)
+        r = colo_disk_sync_send(vm, &o->sw, true); /* chunks written during the precopy */
     if (r)
         goto io_err;
     r = devstate_capture(ds);
@@ -418,6 +434,8 @@ io_err:
 out:
     if (r) {
         gmem_dirty_log_stop(&vm->mem);
+        if (o->disks)
+            colo_disk_stop(vm);
         if (o->paused) {
             vm_set_state(vm, prev_state == VM_RUNNING ? VM_RUNNING : prev_state);
             vm_resume(vm);
