@@ -52,9 +52,6 @@
 #define VIRTIO_BLK_T_FLUSH 4
 #define VIRTIO_BLK_S_OK    0
 
-/* Exit value: the device failed or refused a request (VIO_EXIT_DEVICE in docs/guests.md). */
-#define EXIT_DEVICE 5
-
 struct block_hdr {
     uint64_t magic;
     uint64_t lba;
@@ -145,12 +142,12 @@ static void wait_used(const char *what, uint64_t sector)
     for (unsigned long spins = 1; vio_reap(&vq, &len) < 0; spins++) {
         if (spins % (1ul << 20) == 0 && vio_needs_reset(&dev)) {
             rt_printf("FAIL %s sector=%lu: the device needs a reset\n", what, sector);
-            rt_exit(EXIT_DEVICE);
+            rt_exit(VIO_EXIT_DEVICE);
         }
     }
     if (req_status != VIRTIO_BLK_S_OK) {
         rt_printf("FAIL %s sector=%lu status=%u\n", what, sector, req_status);
-        rt_exit(EXIT_DEVICE);
+        rt_exit(VIO_EXIT_DEVICE);
     }
 }
 
@@ -169,7 +166,7 @@ static void request(uint32_t type, uint64_t sector, void *data, uint32_t len)
     b[n++] = (struct vio_buf){(const void *)&req_status, 1, 1};
     if (vio_submit(&vq, b, n) < 0) {
         rt_printf("FAIL %s: no free descriptors\n", names[type]);
-        rt_exit(EXIT_DEVICE);
+        rt_exit(VIO_EXIT_DEVICE);
     }
     vio_kick(&vq);
     wait_used(names[type], sector);
@@ -294,7 +291,7 @@ static void open_disk(uint64_t *capacity, int *can_flush)
     }
     if (vio_start(&dev, (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_RO)) < 0 ||
         vio_queue_init(&dev, &vq, 0) < 0 || vio_driver_ok(&dev) < 0)
-        rt_exit(EXIT_DEVICE);
+        rt_exit(VIO_EXIT_DEVICE);
     if (dev.features & (1ull << VIRTIO_BLK_F_RO)) {
         rt_printf("blkcheck: the disk is read-only\n");
         rt_exit(RT_EXIT_CONFIG);

@@ -37,9 +37,6 @@
 #define IPPROTO_ICMP 1
 #define IPPROTO_UDP  17
 
-/* Exit value: the device failed or refused (docs/guests.md). */
-#define EXIT_DEVICE 5
-
 struct entry {
     uint8_t used;
     uint8_t klen;
@@ -244,7 +241,7 @@ static unsigned tx_get(void)
         tx_reclaim();
         if (spins % (1ul << 20) == 0 && vio_needs_reset(&dev)) {
             rt_printf("netkv: the device needs a reset\n");
-            rt_exit(EXIT_DEVICE);
+            rt_exit(VIO_EXIT_DEVICE);
         }
     }
     unsigned b = tx_free[--ntx_free];
@@ -416,7 +413,7 @@ int main(void)
     }
     if (vio_start(&dev, 1ull << VIRTIO_NET_F_MAC) < 0 || vio_queue_init(&dev, &rxq, 0) < 0 ||
         vio_queue_init(&dev, &txq, 1) < 0)
-        return EXIT_DEVICE;
+        return VIO_EXIT_DEVICE;
     if (dev.features & (1ull << VIRTIO_NET_F_MAC)) {
         for (unsigned i = 0; i < 6; i++)
             my_mac[i] = vio_cfg8(&dev, i);
@@ -429,7 +426,7 @@ int main(void)
     for (unsigned b = 0; b < txq.num; b++)
         tx_free[ntx_free++] = (uint16_t)b;
     if (vio_driver_ok(&dev) < 0)
-        return EXIT_DEVICE;
+        return VIO_EXIT_DEVICE;
     vio_kick(&rxq);
     rt_printf("netkv ready ip=%u.%u.%u.%u/%u mac=%02x:%02x:%02x:%02x:%02x:%02x port=%u\n",
               my_ip >> 24, my_ip >> 16 & 255, my_ip >> 8 & 255, my_ip & 255, prefix, my_mac[0],
@@ -456,7 +453,7 @@ int main(void)
         tx_reclaim();
         if (idle % (1ul << 24) == 0 && vio_needs_reset(&dev)) {
             rt_printf("netkv: the device needs a reset\n");
-            return EXIT_DEVICE;
+            return VIO_EXIT_DEVICE;
         }
     }
 }

@@ -8,6 +8,9 @@
 
 #define VIRTIO_F_VERSION_1 32
 
+/* Exit value of a guest whose virtio device failed or refused (next to rt.h's RT_EXIT_*). */
+#define VIO_EXIT_DEVICE 5
+
 /* Descriptors per queue (and the queue size asked for, capped by QueueNumMax). */
 #define VIO_QUEUE_SIZE 128
 
