@@ -17,67 +17,66 @@ static uint32_t msr_list[X86_MAX_MSRS];
 static uint32_t msr_count;
 static bool msrs_probed;
 
-static int get_msrs(int fd, struct kvm_msr_entry *e, uint32_t n)
+/* struct kvm_msrs ends in a flexible array: build it in an aligned byte buffer. */
+#define MSRS_BUF_SIZE (sizeof(struct kvm_msrs) + X86_MAX_MSRS * sizeof(struct kvm_msr_entry))
+
+static int msrs_ioctl(int fd, unsigned long req, struct kvm_msr_entry *e, uint32_t n)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry e[X86_MAX_MSRS];
-    } buf;
+    _Alignas(struct kvm_msrs) uint8_t raw[MSRS_BUF_SIZE];
+    struct kvm_msrs *m = (struct kvm_msrs *)raw;
     int r;
 
-    memset(&buf, 0, sizeof(buf));
-    buf.hdr.nmsrs = n;
-    for (uint32_t i = 0; i < n; i++)
-        buf.e[i].index = e[i].index;
-    r = ioctl(fd, KVM_GET_MSRS, &buf);
+    if (n > X86_MAX_MSRS)
+        return -EINVAL;
+    memset(raw, 0, sizeof(raw));
+    m->nmsrs = n;
+    memcpy(m->entries, e, sizeof(*e) * n);
+    r = ioctl(fd, req, m);
     if (r < 0)
         return -errno;
-    memcpy(e, buf.e, sizeof(*e) * n);
-    return r; /* number read */
+    if (req == KVM_GET_MSRS)
+        memcpy(e, m->entries, sizeof(*e) * n);
+    return r; /* number of MSRs transferred */
+}
+
+static int get_msrs(int fd, struct kvm_msr_entry *e, uint32_t n)
+{
+    return msrs_ioctl(fd, KVM_GET_MSRS, e, n);
 }
 
 static int set_msrs(int fd, const struct kvm_msr_entry *e, uint32_t n)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry e[X86_MAX_MSRS];
-    } buf;
-    int r;
+    struct kvm_msr_entry copy[X86_MAX_MSRS];
 
-    memset(&buf, 0, sizeof(buf));
-    buf.hdr.nmsrs = n;
-    memcpy(buf.e, e, sizeof(*e) * n);
-    r = ioctl(fd, KVM_SET_MSRS, &buf);
-    if (r < 0)
-        return -errno;
-    return r;
+    if (n > X86_MAX_MSRS)
+        return -EINVAL;
+    memcpy(copy, e, sizeof(*e) * n);
+    return msrs_ioctl(fd, KVM_SET_MSRS, copy, n);
 }
 
 int x86_msrs_probe(struct vcpu *v)
 {
-    struct {
-        struct kvm_msr_list hdr;
-        uint32_t idx[512];
-    } list;
+    _Alignas(struct kvm_msr_list) uint8_t raw[sizeof(struct kvm_msr_list) + 512 * sizeof(uint32_t)];
+    struct kvm_msr_list *list = (struct kvm_msr_list *)raw;
 
     if (msrs_probed)
         return 0;
-    memset(&list, 0, sizeof(list));
-    list.hdr.nmsrs = 512;
-    if (ioctl(v->vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
+    memset(raw, 0, sizeof(raw));
+    list->nmsrs = 512;
+    if (ioctl(v->vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0)
         return -errno;
     msr_count = 0;
-    for (uint32_t i = 0; i < list.hdr.nmsrs && msr_count < X86_MAX_MSRS; i++) {
-        struct kvm_msr_entry e = {.index = list.idx[i]};
+    for (uint32_t i = 0; i < list->nmsrs && msr_count < X86_MAX_MSRS; i++) {
+        struct kvm_msr_entry e = {.index = list->indices[i]};
         /* Keep only MSRs that round-trip on this host: read one, write it back. */
         if (get_msrs(v->fd, &e, 1) != 1)
             continue;
         if (set_msrs(v->fd, &e, 1) != 1)
             continue;
-        msr_list[msr_count++] = list.idx[i];
+        msr_list[msr_count++] = list->indices[i];
     }
     msrs_probed = true;
-    log_info("x86: %u of %u MSRs migratable", msr_count, list.hdr.nmsrs);
+    log_info("x86: %u of %u MSRs migratable", msr_count, list->nmsrs);
     return 0;
 }
 
@@ -90,7 +89,7 @@ int x86_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s)
     if (r)
         return r;
     if (ioctl(fd, KVM_GET_REGS, &s->regs) < 0 || ioctl(fd, KVM_GET_SREGS, &s->sregs) < 0 ||
-        ioctl(fd, KVM_GET_XSAVE, &s->xsave) < 0 || ioctl(fd, KVM_GET_XCRS, &s->xcrs) < 0 ||
+        ioctl(fd, KVM_GET_XSAVE, s->xsave) < 0 || ioctl(fd, KVM_GET_XCRS, &s->xcrs) < 0 ||
         ioctl(fd, KVM_GET_LAPIC, &s->lapic) < 0 || ioctl(fd, KVM_GET_VCPU_EVENTS, &s->events) < 0 ||
         ioctl(fd, KVM_GET_MP_STATE, &s->mp) < 0 || ioctl(fd, KVM_GET_DEBUGREGS, &s->dregs) < 0) {
         r = -errno;
@@ -140,7 +139,7 @@ int x86_cpu_state_set(struct vcpu *v, const struct x86_cpu_state *s)
         goto fail;
     if (ioctl(fd, KVM_SET_REGS, &s->regs) < 0)
         goto fail;
-    if (ioctl(fd, KVM_SET_XSAVE, &s->xsave) < 0)
+    if (ioctl(fd, KVM_SET_XSAVE, s->xsave) < 0)
         goto fail;
     if (s->xcrs.nr_xcrs && ioctl(fd, KVM_SET_XCRS, &s->xcrs) < 0)
         goto fail;

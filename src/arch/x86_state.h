@@ -15,7 +15,9 @@ struct vcpu;
 struct x86_cpu_state {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
-    struct kvm_xsave xsave; /* 4 KiB legacy region: FPU/SSE/AVX */
+    /* struct kvm_xsave's 4 KiB region (FPU/SSE/AVX); kept as bytes because the struct ends in a
+     * flexible array in newer headers and cannot sit mid-struct in ISO C. */
+    _Alignas(8) uint8_t xsave[4096];
     struct kvm_xcrs xcrs;
     struct kvm_lapic_state lapic;
     struct kvm_vcpu_events events;
