@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# demo.sh: set up, build, and run the COLO demo: a netkv pair on a namespaced LAN, kill -9 of the
+# primary, and the secondary taking over while a client keeps writing and reading.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[[ -f build/build.ninja ]] || meson setup build >/dev/null
+ninja -C build >/dev/null
+if [[ ! -w /dev/kvm ]]; then
+  echo "demo: /dev/kvm is not available: the demo needs KVM" >&2
+  exit 1
+fi
+exec /usr/bin/python3 scripts/demo.py

@@ -1,0 +1,60 @@
+#!/usr/bin/python3
+"""demo_client.py: the demo's client: a model-checked netkv load until its stdin closes.
+
+Runs inside the client namespace. Every reply is checked against a model of what each key must
+hold given the replies so far, so a GET that misses an acknowledged SET (a lost write) or a seq
+that goes back is a contradiction. Prints progress lines and a final JSON summary, including the
+longest gap between two answered requests (the outage a failover caused).
+"""
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "integration"))
+from netkv_client import Client, load  # noqa: E402
+
+
+class Timed(Client):
+    """A client that records when answers arrive (wall clock, comparable with the driver's)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.answers = []
+
+    def request(self, line):
+        r = super().request(line)
+        self.answers.append(time.time())
+        return r
+
+
+def main():
+    kill_at = []
+
+    def stop_on_eof():
+        # "kill T" tells when the primary was killed; end of input ends the load
+        for line in sys.stdin:
+            if line.startswith("kill "):
+                kill_at.append(float(line.split()[1]))
+        os.kill(os.getpid(), signal.SIGINT)  # load() ends cleanly on KeyboardInterrupt
+
+    threading.Thread(target=stop_on_eof, daemon=True).start()
+    client = Timed(timeout=0.05, retries=400)
+    res = load(client, ops=0, nkeys=32, check=True, progress=1.0, out=sys.stdout)
+    before = [t for t in client.answers if kill_at and t < kill_at[0]]
+    after = [t for t in client.answers if kill_at and t >= kill_at[0]]
+    print(json.dumps({"done": True, "ops": res.ops, "sets": res.sets, "gets": res.gets,
+                      "no_reply": res.no_reply, "last_seq": res.last_seq,
+                      "contradictions": res.contradictions[:20],
+                      "ncontradictions": len(res.contradictions),
+                      "answers_before_kill": len(before), "answers_after_kill": len(after),
+                      "first_answer_after_kill_ms":
+                          round((after[0] - kill_at[0]) * 1000) if after else None}),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
