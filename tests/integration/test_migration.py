@@ -112,12 +112,12 @@ def wait_full_ticks(p, n, timeout=120):
         start = p.wait_for(r"(?m)^tick \d+ chain=[0-9a-f]{16}\n", timeout, start=start).end()
 
 
-def assert_seamless(before, after, every=4096):
+def assert_seamless(before, after, every=4096, rx=TICK_LINE):
     """The destination's output continues the source's exactly (a migration may stop the guest
-    mid-line: the destination prints the rest): every tick line, none lost, none repeated."""
-    seq = [n for n, _ in full_ticks(before + after)]
+    mid-line: the destination prints the rest): every line, none lost, none repeated."""
+    seq = [int(m.group(1)) for m in rx.finditer(before + after)]
     assert seq and seq == [every * (i + 1) for i in range(len(seq))], \
-        f"not one seamless run of ticks: {seq}\n--- source ends:\n{before[-300:]}\n" \
+        f"not one seamless run of numbered lines: {seq}\n--- source ends:\n{before[-300:]}\n" \
         f"--- destination starts:\n{after[:300]}"
 
 
@@ -222,6 +222,76 @@ def test_no_migration_events_without_the_capability(kvm, procs):
     assert_clean(dst)
 
 
+def test_migrated_guest_migrates_again(kvm, procs):
+    """A -> B -> C: the guest that arrived on B moves on to C and still computes the right chain."""
+    a, qa = start_source(kvm, procs)
+    a.wait_for(r"tick 4096 chain=")
+    uri_b, uri_c = tcp_uri(), unix_uri()
+    b, qb = start_dest(kvm, procs, uri_b)
+    qa.cmd("migrate", {"uri": uri_b})
+    wait_status(qa, "completed")
+    more_ticks(b, 2)
+    c, qc = start_dest(kvm, procs, uri_c)
+    r = qb.execute("migrate-set-capabilities", EVENTS_ON)
+    assert "return" in r, r  # B's incoming migration is over: it is a source like any other
+    qb.cmd("migrate", {"uri": uri_c})
+    wait_status(qb, "completed")
+    assert qb.cmd("query-status")["status"] == "postmigrate"
+    assert "completed" in migration_events(qb, "completed")
+    more_ticks(c, 3)
+    assert qc.cmd("query-status")["status"] == "running"
+    assert_seamless(a.text, b.text + c.text)
+    for p in (a, b, c):
+        assert_clean(p)
+    n, chain = full_ticks(c.text)[1]
+    assert reference_chain(kvm, procs, n) == chain
+
+
+def test_destination_accepts_capabilities_while_waiting(kvm, procs):
+    """QEMU 7.2 lets a destination started with -incoming tcp:... take migrate-set-capabilities
+    (docs/COLO-FT.txt sets x-colo on the secondary that way); the outgoing side is idle there."""
+    uri = tcp_uri()
+    dst, qd = start_dest(kvm, procs, uri)
+    r = qd.execute("migrate-set-capabilities", EVENTS_ON)
+    assert "return" in r, f"an -incoming destination refuses migrate-set-capabilities: {r}"
+    src, qs = start_source(kvm, procs)
+    src.wait_for(r"tick 4096 chain=")
+    qs.cmd("migrate", {"uri": uri})
+    wait_status(qs, "completed")
+    assert migration_events(qd, "completed")[-1] == "completed"
+    more_ticks(dst, 1)
+
+
+def test_destination_emits_migration_events(kvm, procs):
+    dst, qd = start_dest(kvm, procs, "defer")
+    qd.cmd("migrate-set-capabilities", EVENTS_ON)
+    uri = tcp_uri()
+    qd.cmd("migrate-incoming", {"uri": uri})
+    src, qs = start_source(kvm, procs)
+    src.wait_for(r"tick 4096 chain=")
+    qs.cmd("migrate", {"uri": uri})
+    wait_status(qs, "completed")
+    seen = migration_events(qd, "completed")
+    assert "failed" not in seen, seen
+    more_ticks(dst, 1)
+    assert qd.cmd("query-migrate")["status"] == "completed"
+    qd.wait_event("RESUME")
+
+
+def test_migrate_from_a_waiting_destination_is_an_error(kvm, procs):
+    uri = tcp_uri()
+    dst, qd = start_dest(kvm, procs, uri)
+    r = qd.execute("migrate", {"uri": tcp_uri()})
+    assert r.get("error", {}).get("class") == "GenericError", r
+    assert qd.cmd("query-status")["status"] == "inmigrate"
+    # ... and it still takes the migration it waits for.
+    src, qs = start_source(kvm, procs)
+    src.wait_for(r"tick 4096 chain=")
+    qs.cmd("migrate", {"uri": uri})
+    wait_status(qs, "completed")
+    more_ticks(dst, 1)
+
+
 def test_incoming_defer_then_migrate_incoming(kvm, procs):
     dst, qd = start_dest(kvm, procs, "defer")
     assert qd.cmd("query-status")["status"] == "inmigrate"
@@ -319,11 +389,11 @@ def test_dirty_guest_converges_with_a_generous_downtime_limit(kvm, procs):
     last_src = max((int(x) for x in ROUND.findall(src.text)), default=0)
     got = more_rounds(dst, 3)
     assert min(got) > last_src, (last_src, got)
+    assert_seamless(src.text, dst.text, every=1000, rx=ROUND)
     assert qd.cmd("query-status")["status"] == "running"
     assert_clean(dst)  # the guest re-checks every page's stamp: no torn page arrived
 
 
-@pytest.mark.slow
 def test_dirty_guest_heavy_load_tiny_downtime_converges_or_fails_cleanly(kvm, procs):
     """Unlimited bandwidth, 1 ms, 3 iterations, 64 MiB rewritten per round: the outcome depends
     on the machine, but it must be one of the two clean ones."""
@@ -388,6 +458,23 @@ def test_snapshot_restores_twice_identically(kvm, procs):
     more_ticks(src, 1)
     assert max(ticks(src.text[frozen:])) > last_src
     assert_clean(src)
+
+
+def test_restore_of_a_missing_snapshot_is_a_usage_error(kvm, procs):
+    missing = tmpdir() / "no-such.bin"
+    p = restore(kvm, procs, missing)
+    assert p.wait(60) == 2, p.text
+    assert "cannot open snapshot" in p.text and str(missing) in p.text, p.text
+    assert "tick" not in p.text
+
+
+def test_snapshot_to_an_unwritable_path_fails_and_source_runs(kvm, procs):
+    src, qs = start_source(kvm, procs)
+    src.wait_for(r"tick 4096 chain=")
+    qs.cmd("migrate", {"uri": f"file:{tmpdir() / 'no-such-dir' / 'snap.bin'}"})
+    r = wait_status(qs, "failed")
+    assert "cannot create" in r.get("error-desc", ""), r
+    assert_keeps_ticking(src, qs)
 
 
 def mutate(data: bytes, rng: random.Random, i: int):
