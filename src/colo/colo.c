@@ -247,6 +247,15 @@ static int send_split(struct stream_writer *sw, const uint8_t *buf, size_t len, 
     return sw_flush(sw);
 }
 
+/* Wall-clock microseconds, for logs that are compared with packet captures. */
+static unsigned long long unix_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
+}
+
 static int primary_checkpoint(struct primary *p)
 {
     struct colo *c = p->c;
@@ -275,6 +284,7 @@ static int primary_checkpoint(struct primary *p)
     vm_pause(p->vm);
     pthread_mutex_lock(&p->vm->dev_lock);
     t1 = now_ns();
+    log_debug("colo: checkpoint %llu paused at %llu", (unsigned long long)p->n, unix_us());
     colo_fault_point("p-paused", p->n);
     harvested = gmem_dirty_harvest(&p->vm->mem, p->dirty);
     dirty_pages = harvested > 0 ? (uint64_t)harvested : 0;
@@ -338,6 +348,7 @@ static int primary_checkpoint(struct primary *p)
     if (r)
         return r;
     /* The secondary holds checkpoint N: what the guest sent before it may leave. */
+    log_debug("colo: checkpoint %llu received at %llu", (unsigned long long)p->n, unix_us());
     colo_devices_release(c, epoch);
     colo_fault_point("p-after-received", p->n);
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_LOADED);

@@ -18,13 +18,14 @@ class Pair:
 
     def __init__(self, env, procs, guest="counter", append="", delay_ms=100, extra=(),
                  pri_env=None, sec_env=None, sec_extra=(), pri_extra=(), hb_timeout=None,
-                 uri=None):
+                 uri=None, pri_netns=None, sec_netns=None, pri_ready=None):
         d = tmpdir()
         self.dir = d
         self.port = free_port()
         self.uri = uri or f"tcp:127.0.0.1:{self.port}"
         self.sec = tandem_run(env, guest, "--incoming", "defer", "--qmp", f"unix:{d}/sec.sock",
-                              *extra, *sec_extra, append=append, procs=procs, environ=sec_env)
+                              *extra, *sec_extra, append=append, procs=procs, environ=sec_env,
+                              netns=sec_netns)
         self.sq = QMP(d / "sec.sock")
         self.sq.cmd("migrate-set-capabilities",
                     {"capabilities": [{"capability": "x-colo", "state": True},
@@ -33,8 +34,10 @@ class Pair:
             self.sq.cmd("migrate-set-parameters", {"x-heartbeat-timeout": hb_timeout})
         self.sq.cmd("migrate-incoming", {"uri": self.uri})
         self.pri = tandem_run(env, guest, "--qmp", f"unix:{d}/pri.sock", *extra, *pri_extra,
-                              append=append, procs=procs, environ=pri_env)
+                              append=append, procs=procs, environ=pri_env, netns=pri_netns)
         self.pq = QMP(d / "pri.sock")
+        if pri_ready:
+            self.pri.wait_for(pri_ready)
         self.pq.cmd("migrate-set-capabilities",
                     {"capabilities": [{"capability": "x-colo", "state": True},
                                       {"capability": "events", "state": True}]})

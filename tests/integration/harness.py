@@ -174,9 +174,12 @@ def tmpdir() -> pathlib.Path:
 
 
 def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, environ=None,
-               **kw) -> Proc:
-    """Start `tandem run` on a guest; environ adds variables to the child's environment."""
+               netns=None, **kw) -> Proc:
+    """Start `tandem run` on a guest; environ adds variables to the child's environment; netns
+    runs it inside that network namespace."""
     argv = [env.tandem, "run", "--kernel", env.guest(guest)]
+    if netns:
+        argv = ["ip", "netns", "exec", netns] + argv
     if append:
         argv += ["--append", append]
     argv += list(extra)
