@@ -495,6 +495,58 @@ static int run_events(struct conn *c, const struct ctl_opts *o)
     }
 }
 
+static uint64_t member_u64(struct json_object *o, const char *k)
+{
+    struct json_object *v;
+
+    return json_object_object_get_ex(o, k, &v) ? (uint64_t)json_object_get_int64(v) : 0;
+}
+
+/* Poll query-migrate and draw one status line on stderr until the migration ends. */
+static int migrate_progress(struct conn *c, long ms)
+{
+    for (;;) {
+        struct json_object *r = NULL, *st, *ram = NULL;
+        const char *status;
+        uint64_t total, remaining, done;
+        int pct, w = 30;
+        char bar[31];
+
+        if (execute(c, "query-migrate", NULL, CTL_CMD_ID, ms, &r))
+            return 1;
+        status = json_object_object_get_ex(r, "status", &st) ? json_object_get_string(st)
+                                                             : "none";
+        json_object_object_get_ex(r, "ram", &ram);
+        total = ram ? member_u64(ram, "total") : 0;
+        remaining = ram ? member_u64(ram, "remaining") : 0;
+        done = total > remaining ? total - remaining : 0;
+        pct = total ? (int)(done * 100 / total) : 0;
+        if (!strcmp(status, "completed") || !strcmp(status, "colo"))
+            pct = 100;
+        for (int i = 0; i < w; i++)
+            bar[i] = i < pct * w / 100 ? '#' : '-';
+        bar[w] = '\0';
+        fprintf(stderr, "\r[%s] %3d%%  sent %7.1f MiB  %6.0f Mbit/s  %-10s", bar, pct,
+                (double)(ram ? member_u64(ram, "transferred") : 0) / (1 << 20),
+                (double)(ram ? member_u64(ram, "mbps") : 0), status);
+        if (!strcmp(status, "completed") || !strcmp(status, "colo") ||
+            !strcmp(status, "failed") || !strcmp(status, "cancelled")) {
+            struct json_object *v;
+            fprintf(stderr, "\n");
+            if (json_object_object_get_ex(r, "downtime", &v))
+                fprintf(stderr, "downtime %s ms, total %llu ms\n", json_object_get_string(v),
+                        (unsigned long long)member_u64(r, "total-time"));
+            if (json_object_object_get_ex(r, "error-desc", &v))
+                fprintf(stderr, "error: %s\n", json_object_get_string(v));
+            bool ok = strcmp(status, "failed") && strcmp(status, "cancelled");
+            json_object_put(r);
+            return ok ? 0 : 1;
+        }
+        json_object_put(r);
+        usleep(100 * 1000);
+    }
+}
+
 int ctl_main(int argc, char **argv)
 {
     struct conn c = {.fd = -1};
@@ -537,15 +589,12 @@ int ctl_main(int argc, char **argv)
         status = run_events(&c, &o);
         goto out;
     }
-    /*
-     * MIGRATE PROGRESS (reserved, not implemented): `tandem ctl ... migrate` is to draw a
-     * progress bar by polling query-migrate after the command returns, until the migration
-     * completes or fails (tracked as its own issue). Hook it here, after `execute` below
-     * succeeds for o.cmd == "migrate".
-     */
     if (execute(&c, o.cmd, args, CTL_CMD_ID, step_ms, &ret))
         goto out;
     status = print_json(ret, true);
+    /* On a terminal, `migrate` follows the migration with a progress bar until it ends. */
+    if (!status && !strcmp(o.cmd, "migrate") && isatty(STDERR_FILENO))
+        status = migrate_progress(&c, step_ms);
 
 out:
     json_object_put(ret);

@@ -57,6 +57,15 @@ const char *colo_reason_name(enum colo_reason r)
     return (unsigned)r < 4 ? reason_names[r] : "none";
 }
 
+/* Wall-clock microseconds, for logs that are compared with packet captures. */
+static unsigned long long unix_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
+}
+
 void colo_init(struct migration *m, struct vm *vm)
 {
     colo_state.m = m;
@@ -247,15 +256,6 @@ static int send_split(struct stream_writer *sw, const uint8_t *buf, size_t len, 
     return sw_flush(sw);
 }
 
-/* Wall-clock microseconds, for logs that are compared with packet captures. */
-static unsigned long long unix_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
-}
-
 static int primary_checkpoint(struct primary *p)
 {
     struct colo *c = p->c;
@@ -302,8 +302,9 @@ static int primary_checkpoint(struct primary *p)
     colo_devices_close_epoch(c);
     colo_disk_close_epoch(p->vm);
     pthread_mutex_unlock(&p->vm->dev_lock);
-    vm_resume(p->vm);
+    /* The pause ends when the vCPUs are released (the resumed vCPU may preempt us at once). */
     pause_us = (now_ns() - t0) / 1000;
+    vm_resume(p->vm);
     /* Framing and checksums run over our private copies, after the guest resumed. */
     ram_save_close(&p->rambuf, RAM_SECTION_ID, RAM_END_ROUND);
     ram_save_open(&p->rambuf, STREAM_TAG_SECTION_END, RAM_SECTION_ID, "ram", 0, &p->src);
@@ -476,7 +477,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     migration_set_status(m, MIG_COMPLETED);
     pthread_mutex_lock(&c->lock);
     c->fd = -1;
-    c->stats.last_failover_unix_ms = (uint64_t)time(NULL) * 1000;
+    c->stats.last_failover_unix_ms = unix_us() / 1000;
     pthread_mutex_unlock(&c->lock);
     colo_exit(c, COLO_MODE_PRIMARY, reason);
     /* The heartbeat stays up while we live, so a secondary that rejected a checkpoint does not
@@ -803,7 +804,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         c->hooks.takeover(c->hooks.opaque);
     pthread_mutex_lock(&c->lock);
     c->fd = -1;
-    c->stats.last_failover_unix_ms = (uint64_t)time(NULL) * 1000;
+    c->stats.last_failover_unix_ms = unix_us() / 1000;
     c->stats.last_failover_ms = (now_ns() - c->failover_started_ns) / 1000000;
     pthread_mutex_unlock(&c->lock);
     migration_set_status(m, MIG_COMPLETED);
