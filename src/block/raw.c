@@ -12,6 +12,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static bool defer_locks;
+
+void raw_defer_locks(bool defer)
+{
+    defer_locks = defer;
+}
+
+int raw_lock(struct raw_disk *d, int timeout_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        if (flock(d->fd, (d->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0) {
+            d->locked = true;
+            return 0;
+        }
+        if (errno != EWOULDBLOCK || waited >= timeout_ms)
+            return -EWOULDBLOCK;
+        usleep(10 * 1000);
+    }
+}
+
+void raw_unlock(struct raw_disk *d)
+{
+    if (d->locked && flock(d->fd, LOCK_UN) == 0)
+        d->locked = false;
+}
+
 int raw_open(struct raw_disk *d, const char *path, bool readonly, char *err, size_t errlen)
 {
     struct stat st;
@@ -43,9 +69,10 @@ int raw_open(struct raw_disk *d, const char *path, bool readonly, char *err, siz
         snprintf(err, errlen, "'%s' is neither a regular file nor a block device", path);
         goto err;
     }
-    if (flock(d->fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-        r = -errno;
-        snprintf(err, errlen, "'%s' is in use by another process (%s)", path, strerror(errno));
+    d->locked = false;
+    if (!defer_locks && raw_lock(d, 0) < 0) {
+        r = -EWOULDBLOCK;
+        snprintf(err, errlen, "'%s' is in use by another process (locked)", path);
         goto err;
     }
     return 0;

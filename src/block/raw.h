@@ -10,7 +10,17 @@ struct raw_disk {
     int fd;
     uint64_t size; /* bytes */
     bool readonly;
+    bool locked; /* holds its advisory lock */
 };
+
+/* A VMM waiting for an incoming migration opens its images without the lock (the source holds
+ * it) and takes it when the guest moves here (raw_lock). Set before any raw_open. */
+void raw_defer_locks(bool defer);
+/* Take the advisory lock, retrying for up to timeout_ms (the source releases it when the
+ * migration completes). 0 or -EWOULDBLOCK. */
+int raw_lock(struct raw_disk *d, int timeout_ms);
+/* Give the lock up (the guest moved away). */
+void raw_unlock(struct raw_disk *d);
 
 /* Open path (O_RDONLY if readonly) and take an advisory lock (exclusive, shared if readonly), so
  * two VMMs cannot write one image by mistake. 0 or -errno with a message in err. */

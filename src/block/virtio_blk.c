@@ -273,6 +273,32 @@ struct virtio_blk *virtio_blk_find(struct vm *vm, uint32_t instance)
     return d ? d->opaque : NULL;
 }
 
+int virtio_blk_lock_all(struct vm *vm, int timeout_ms)
+{
+    int failed = 0;
+
+    for (uint32_t i = 0; i < VIRTIO_MMIO_SLOTS; i++) {
+        struct virtio_blk *b = virtio_blk_find(vm, i);
+        if (!b)
+            break;
+        if (!b->disk.locked && raw_lock(&b->disk, timeout_ms) < 0) {
+            log_warn("virtio-blk%u: image still locked by another process", i);
+            failed++;
+        }
+    }
+    return failed;
+}
+
+void virtio_blk_unlock_all(struct vm *vm)
+{
+    for (uint32_t i = 0; i < VIRTIO_MMIO_SLOTS; i++) {
+        struct virtio_blk *b = virtio_blk_find(vm, i);
+        if (!b)
+            break;
+        raw_unlock(&b->disk);
+    }
+}
+
 void virtio_blk_set_write_hook(struct virtio_blk *b, const struct blk_write_hook *hook)
 {
     pthread_mutex_lock(&b->vdev.lock);

@@ -86,6 +86,11 @@ struct virtio_blk {
 int virtio_blk_create(struct vm *vm, const char *spec, char *err, size_t errlen);
 /* The disk with this instance number, or NULL. */
 struct virtio_blk *virtio_blk_find(struct vm *vm, uint32_t instance);
+/* Image locks follow the guest across a migration: the destination takes them when the guest
+ * arrives (waiting up to timeout_ms for the source to let go), the source drops them when it
+ * has left. Returns the number of disks left unlocked. */
+int virtio_blk_lock_all(struct vm *vm, int timeout_ms);
+void virtio_blk_unlock_all(struct vm *vm);
 /* Install (or clear, with NULL) the COLO write hook. Any thread. */
 void virtio_blk_set_write_hook(struct virtio_blk *b, const struct blk_write_hook *hook);
 

@@ -13,6 +13,7 @@
 
 #include "arch/x86.h"
 #include "block/virtio_blk.h"
+#include "block/raw.h"
 #include "boot/multiboot.h"
 #include "cli/options.h"
 #include "core/log.h"
@@ -308,6 +309,8 @@ int run_main(int argc, char **argv)
         status = 2;
         goto out_vm;
     }
+    /* An incoming guest's images are still locked by the source: lock them on arrival. */
+    raw_defer_locks(m->opts.incoming != NULL);
     /* virtio-mmio slots in order: every --disk, then every --net (docs/virtio.md). */
     for (int i = 0; i < m->opts.ndisks + m->opts.nnets; i++) {
         int nd = m->opts.ndisks;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/virtio_blk.h"
 #include "colo/devices.h"
 #include "colo/disk.h"
 #include "colo/fault.h"
@@ -339,6 +340,7 @@ static int primary_checkpoint(struct primary *p)
         return r;
     if (colo_fault_point("p-before-size", p->n) == COLO_FAULT_CORRUPT)
         ((uint8_t *)dev)[devlen / 2] ^= 0x10;
+    log_debug("colo: send 'vmstate-size' %zu", devlen);
     sw_put_u32(p->sw, COLO_MSG_VMSTATE_SIZE);
     sw_put_u64(p->sw, devlen);
     r = send_split(p->sw, dev, devlen, "p-mid-devbuf", p->n);
@@ -628,6 +630,7 @@ static int secondary_checkpoint(struct secondary *s)
         r = -EBADMSG;
         goto drop;
     }
+    log_debug("colo: receive 'vmstate-size' %llu", (unsigned long long)size);
     colo_fault_point("s-after-size", s->n);
     if (size > s->devcap) {
         uint8_t *nb = realloc(s->devbuf, size);
@@ -746,6 +749,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     pthread_mutex_unlock(&c->lock);
     vm_set_state(m->vm, VM_COLO);
     colo_devices_secondary_start(m->vm);
+    virtio_blk_lock_all(m->vm, 1000); /* our own images: nobody else may write them */
 
     r = colo_cache_init(&s->cache, m->vm->mem.size);
     if (!r)

@@ -7,12 +7,11 @@
 #include "core/log.h"
 #include "core/vm.h"
 #include "devices/serial.h"
+#include "net/announce.h"
 #include "net/tap.h"
 #include "net/virtio_net.h"
 #include "virtio/virtio_mmio.h"
 
-#define ETH_P_RARP       0x8035
-#define ANNOUNCE_ROUNDS  3
 
 void colo_devices_primary_start(struct colo *c, struct vm *vm)
 {
@@ -83,35 +82,8 @@ void colo_devices_secondary_start(struct vm *vm)
     virtio_stop_all(vm);
 }
 
-static void announce(struct virtio_net *n)
-{
-    uint8_t f[60];
-    struct iovec iov = {.iov_base = f, .iov_len = sizeof(f)};
-
-    memset(f, 0, sizeof(f));
-    memset(f, 0xff, 6);                 /* broadcast */
-    memcpy(f + 6, n->mac, 6);           /* from the guest's MAC */
-    f[12] = ETH_P_RARP >> 8;
-    f[13] = ETH_P_RARP & 0xff;
-    f[14] = 0, f[15] = 1;               /* htype Ethernet */
-    f[16] = 0x08, f[17] = 0x00;         /* ptype IPv4 */
-    f[18] = 6, f[19] = 4;               /* hlen, plen */
-    f[20] = 0, f[21] = 3;               /* reverse request */
-    memcpy(f + 22, n->mac, 6);          /* sender hardware address */
-    memcpy(f + 32, n->mac, 6);          /* target hardware address */
-    for (int r = 0; r < ANNOUNCE_ROUNDS; r++)
-        tap_send(&n->tap, &iov, 1);
-}
-
 void colo_devices_takeover(struct vm *vm)
 {
     virtio_cont_all(vm);
-    for (uint32_t i = 0; i < COLO_MAX_NICS; i++) {
-        struct virtio_net *n = virtio_net_find(vm, i);
-        if (!n)
-            break;
-        announce(n);
-        log_info("colo: announced %02x:%02x:%02x:%02x:%02x:%02x on %s", n->mac[0], n->mac[1],
-                 n->mac[2], n->mac[3], n->mac[4], n->mac[5], n->tap.ifname);
-    }
+    net_announce_all(vm);
 }

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "block/virtio_blk.h"
 #include "colo/colo.h"
 #include "colo/disk.h"
 #include "core/log.h"
@@ -18,6 +19,8 @@
 #include "migration/ram.h"
 #include "migration/section.h"
 #include "migration/stream.h"
+#include "net/announce.h"
+#include "virtio/virtio_mmio.h"
 
 #define INCOMING_IO_TIMEOUT_MS 30000
 
@@ -81,9 +84,12 @@ static void incoming_done_cb(void *opaque)
 {
     struct migration *m = opaque;
 
-    /* The guest runs only now, with all of its state in place (QEMU's autostart). */
+    /* The guest runs only now, with all of its state in place (QEMU's autostart), and the LAN
+     * learns where it lives. */
     vm_set_state(m->vm, VM_PAUSED);
+    virtio_cont_all(m->vm);
     vm_cont(m->vm);
+    net_announce_all(m->vm);
 }
 
 /* Wait for the connection, waking up to notice a cancel. */
@@ -112,6 +118,9 @@ static void *incoming_thread(void *arg)
     int fd, r;
 
     pthread_setname_np(pthread_self(), "mig/dst");
+    /* No device work (tap RX, kicks) on a VM whose state is still arriving; the devices
+     * restart from their loaded state when the guest runs (virtio_cont_all). */
+    virtio_stop_all(vm);
     if (in->is_file) {
         fd = m->listen_fd;
         m->listen_fd = -1;
@@ -180,6 +189,8 @@ static void *incoming_thread(void *arg)
         colo_secondary_run(m, fd, &sr, &ld, &in->ds);
         /* returns after failover (the VM runs on its own) or on shutdown */
     } else {
+        /* The source lets go of the images once it has our LOADED. */
+        virtio_blk_lock_all(vm, 5000);
         migration_set_status(m, MIG_COMPLETED);
         loop_call(m->loop, incoming_done_cb, m);
     }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "block/virtio_blk.h"
 #include "colo/colo.h"
 #include "colo/disk.h"
 #include "core/log.h"
@@ -423,6 +424,8 @@ static int run_outgoing(struct outgoing *o, int fd)
         goto out;
     }
     gmem_dirty_log_stop(&vm->mem);
+    if (!o->to_file)
+        virtio_blk_unlock_all(vm); /* the guest and its images live on the destination now */
     hand_pause_to_user(vm, VM_POSTMIGRATE);
     o->paused = false;
     migration_set_status(m, MIG_COMPLETED);

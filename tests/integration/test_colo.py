@@ -131,3 +131,28 @@ def test_disk_size_mismatch_fails_cleanly(kvm, procs, tmp_path):
     assert "does not match" in p.pq.cmd("query-migrate")["error-desc"]
     n = len(p.pri.text)
     p.pri.wait_for(r"tick \d+ chain=", start=n)
+
+
+def test_protocol_conformance_recorded_exchange(kvm, procs):
+    """Both sides' message logs show the seven codes in the seeds' order, checkpoint after
+    checkpoint."""
+    dbg = {"TANDEM_LOG": "debug"}
+    p = Pair(kvm, procs, pri_env=dbg, sec_env=dbg)
+    p.start()
+    p.wait_checkpoints(5)
+    p.wait_checkpoints(5, q=p.sq)
+    rx = re.compile(r"colo: (send|receive) '([a-z-]+)'")
+    pri = [m.groups() for m in rx.finditer(p.pri.text)]
+    sec = [m.groups() for m in rx.finditer(p.sec.text)]
+    one_p = [("send", "checkpoint-request"), ("receive", "checkpoint-reply"),
+             ("send", "vmstate-send"), ("send", "vmstate-size"),
+             ("receive", "vmstate-received"), ("receive", "vmstate-loaded")]
+    one_s = [("receive", "checkpoint-request"), ("send", "checkpoint-reply"),
+             ("receive", "vmstate-send"), ("receive", "vmstate-size"),
+             ("send", "vmstate-received"), ("send", "vmstate-loaded")]
+    assert pri[0] == ("receive", "checkpoint-ready")
+    assert sec[0] == ("send", "checkpoint-ready")
+    for log, one in ((pri[1:], one_p), (sec[1:], one_s)):
+        full = len(log) // 6
+        assert full >= 4
+        assert log[:full * 6] == one * full

@@ -58,8 +58,7 @@ def test_kill_secondary_at(kvm, procs, point):
     assert_primary_alone(p)
 
 
-@pytest.mark.parametrize("point", ["s-after-request", "s-mid-ram", "s-mid-devbuf",
-                                   "s-after-received", "s-after-apply"])
+@pytest.mark.parametrize("point", SECONDARY_POINTS)
 def test_hang_secondary_at(kvm, procs, point):
     p = Pair(kvm, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
     p.start()

@@ -58,3 +58,23 @@ def test_counter_two_vcpus(kvm, procs):
 def test_counter_mem_too_big_is_reported(kvm, procs):
     p = tandem_run(kvm, "counter", "--memory", "32M", append="mem=64M ticks=1", procs=procs)
     assert p.wait(60) == 2, p.text
+
+
+def test_unmapped_port_reads_all_ones(kvm, procs):
+    p = tandem_run(kvm, "hello", append="port", procs=procs)
+    assert p.wait(60) == 0, p.text
+    assert "port 0x80=ff 0x1234=ff 0xfffe=ffff" in p.text
+    assert "hello from tandem guest" in p.text
+
+
+def test_write_beyond_ram_is_dropped(kvm, procs):
+    p = tandem_run(kvm, "hello", "--memory", "64M", append="oob", procs=procs)
+    assert p.wait(60) == 0, p.text
+    assert "oob 0xE0000000=ffffffff" in p.text
+    assert "hello from tandem guest" in p.text
+
+
+def test_guest_page_fault_is_reported(kvm, procs):
+    p = tandem_run(kvm, "hello", append="fault", procs=procs)
+    assert p.wait(60) == 4, p.text
+    assert "EXCEPTION vec=14" in p.text
