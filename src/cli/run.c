@@ -368,6 +368,7 @@ int run_main(int argc, char **argv)
         goto out_qmp;
     }
     loop_run(m->loop);
+    loop_drain(m->loop); /* the last notifications (SHUTDOWN, state) reach QMP and are freed */
     status = atomic_load(&m->vm.exit_status);
     if (status < 0)
         status = 0;

@@ -263,6 +263,13 @@ static void run_calls(struct loop *l)
     }
 }
 
+void loop_drain(struct loop *l)
+{
+    /* Calls may queue more calls (a state change during shutdown); bounded, not forever. */
+    for (int i = 0; i < 8 && l->calls; i++)
+        run_calls(l);
+}
+
 /* Fire due timers; returns ms until the next one (or -1). */
 static int run_timers(struct loop *l)
 {

@@ -28,6 +28,9 @@ void loop_del_timer(struct loop *l, int id);
 int loop_run(struct loop *l);
 void loop_quit(struct loop *l);
 
+/* Run the calls queued so far (after loop_run returned: the last events before exit). */
+void loop_drain(struct loop *l);
+
 /* Run fn(opaque) on the loop thread soon. Safe from any thread (vCPU, migration...). */
 int loop_call(struct loop *l, void (*fn)(void *opaque), void *opaque);
 

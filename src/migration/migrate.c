@@ -218,6 +218,25 @@ static int send_ram_section(struct outgoing *o, enum stream_tag type)
     return r;
 }
 
+/* Clear the bits of pages that are holes in the RAM memfd (never written by anyone). */
+static void skip_holes(struct vm *vm, unsigned long *bitmap)
+{
+    off_t size = (off_t)vm->mem.size, pos = 0;
+
+    while (pos < size) {
+        off_t hole = lseek(vm->mem.memfd, pos, SEEK_HOLE), data;
+        if (hole < 0 || hole >= size)
+            return;
+        data = lseek(vm->mem.memfd, hole, SEEK_DATA);
+        if (data < 0)
+            data = size; /* no data after the hole */
+        for (uint64_t p = ((uint64_t)hole + PAGE_SIZE - 1) / PAGE_SIZE;
+             p < (uint64_t)data / PAGE_SIZE; p++)
+            bitmap_clear_bit(bitmap, p);
+        pos = data;
+    }
+}
+
 /* Waits for the destination's LOADED message on the return path. The reader reads ahead, so
  * it is the only reader of the return path for the whole run (COLO continues on it). */
 static int wait_loaded(struct outgoing *o)
@@ -262,6 +281,7 @@ static int run_outgoing(struct outgoing *o, int fd)
     struct devstate *ds = NULL;
     uint64_t t_pause = 0, remaining, iters = 0;
     enum vm_runstate prev_state = vm_get_state(vm);
+    bool ram_started = false;
     long dirty;
     int r;
 
@@ -311,6 +331,9 @@ static int run_outgoing(struct outgoing *o, int fd)
     }
     memset(o->dirty, 0xff, BITMAP_LONGS(o->npages) * sizeof(unsigned long));
     dirty = gmem_dirty_harvest(&vm->mem, o->dirty); /* clears the logs: round 1 is everything */
+    /* ...except what the guest never touched: memfd holes read as zero on both sides (the
+     * destination's RAM is fresh), and reading them would only allocate them. */
+    skip_holes(vm, o->dirty);
     if (dirty < 0) {
         r = (int)dirty;
         goto out;
@@ -323,6 +346,7 @@ static int run_outgoing(struct outgoing *o, int fd)
 
     for (enum stream_tag type = STREAM_TAG_SECTION_START; !o->paused;
          type = STREAM_TAG_SECTION_PART) {
+        ram_started = true;
         uint64_t bytes, ns, bw;
 
         o->iter_start_ns = now_ns();
@@ -384,6 +408,12 @@ static int run_outgoing(struct outgoing *o, int fd)
     }
     o->iter_start_ns = now_ns();
     o->iter_start_bytes = sw_offset(&o->sw);
+    if (!ram_started) {
+        /* A snapshot: one paused pass, START with every page, then an empty END. */
+        r = send_ram_section(o, STREAM_TAG_SECTION_START);
+        if (r)
+            goto io_err;
+    }
     r = send_ram_section(o, STREAM_TAG_SECTION_END);
     if (!r && o->disks)
         r = colo_disk_sync_send(vm, &o->sw, true); /* chunks written during the precopy */

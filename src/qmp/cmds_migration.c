@@ -33,8 +33,8 @@ static void on_status(void *opaque, enum mig_status st)
     qmp_emit_event(q->s, "MIGRATION", data);
 }
 
-static int cmd_migrate(void *opaque, struct json_object *args, struct json_object **ret,
-                       char *err, size_t errlen)
+static int cmd_migrate(void *opaque, struct json_object *args, struct json_object **ret, char *err,
+                       size_t errlen)
 {
     struct mig_qmp *q = opaque;
     struct json_object *uri;
@@ -214,7 +214,9 @@ static int cmd_set_capabilities(void *opaque, struct json_object *args, struct j
     struct mig_caps nc = q->m->caps;
     enum mig_status s = migration_get_status(q->m);
 
-    if (s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE || s == MIG_COLO) {
+    /* A destination still waiting for its connection may change them (QEMU does too). */
+    bool waiting = q->m->incoming && s == MIG_SETUP;
+    if (!waiting && (s == MIG_SETUP || s == MIG_ACTIVE || s == MIG_DEVICE || s == MIG_COLO)) {
         snprintf(err, errlen, "There's a migration process in progress");
         return -EBUSY;
     }
@@ -272,12 +274,9 @@ static int cmd_query_capabilities(void *opaque, struct json_object *args, struct
 }
 
 static const struct qmp_arg migrate_args[] = {
-    {"uri", json_type_string, false},
-    {"blk", json_type_boolean, true},
-    {"inc", json_type_boolean, true},
-    {"detach", json_type_boolean, true},
-    {"resume", json_type_boolean, true},
-    {NULL, 0, false},
+    {"uri", json_type_string, false},    {"blk", json_type_boolean, true},
+    {"inc", json_type_boolean, true},    {"detach", json_type_boolean, true},
+    {"resume", json_type_boolean, true}, {NULL, 0, false},
 };
 static const struct qmp_arg uri_args[] = {{"uri", json_type_string, false}, {NULL, 0, false}};
 static const struct qmp_arg caps_args[] = {{"capabilities", json_type_array, false},

@@ -7,7 +7,7 @@ from harness import QMP, tandem_run, ticks, tmpdir
 
 def start_counter(kvm, procs, *extra):
     sock = tmpdir() / "qmp.sock"
-    p = tandem_run(kvm, "counter", "--qmp", f"unix:{sock}", *extra, append="every=16",
+    p = tandem_run(kvm, "counter", "--qmp", f"unix:{sock}", *extra, append="every=1",
                    procs=procs)
     q = QMP(sock)
     return p, q, sock
