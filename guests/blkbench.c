@@ -5,7 +5,7 @@
 /*
  * Phase 1 writes rand= blocks of 4 KiB at random 4 KiB-aligned offsets inside the first span=
  * bytes of the disk: write number i (0-based) goes to byte offset
- *     4096 * (mix(seed ^ (i + 1) * 0x9e3779b97f4a7c15) % (span / 4096))
+ *     4096 * (rt_mix64(seed ^ (i + 1) * 0x9e3779b97f4a7c15) % (span / 4096))
  * (mix = the splitmix64 finaliser below), so a host-side benchmark can replay the same offsets.
  * Phase 2 writes seq= bytes from offset 0 in requests of bs= bytes. Up to depth= requests are in
  * flight (1: each one is issued after the previous one completed). Each phase ends with a FLUSH
@@ -51,15 +51,6 @@ static unsigned depth, inflight;
 static uint64_t flush_every, writes_since_flush;
 static int can_flush;
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 static inline uint64_t rdtsc(void)
 {
@@ -197,7 +188,7 @@ int main(void)
         return RT_EXIT_CONFIG;
     }
     for (uint64_t i = 0; i < MAX_BS; i++)
-        data[i] = (uint8_t)(mix(i / 8 + seed) >> (8 * (i % 8)));
+        data[i] = (uint8_t)(rt_mix64(i / 8 + seed) >> (8 * (i % 8)));
 
     rt_printf("blkbench start cap=%lu rand=%lu span=%lu seq=%lu bs=%lu depth=%u flush=%s "
               "every=%lu io=%s\n", capacity, nrand, span, seq, bs, depth,
@@ -207,7 +198,7 @@ int main(void)
     rt_printf("rand start\n");
     t0 = rdtsc();
     for (uint64_t i = 0; i < nrand; i++)
-        do_write(BLOCK * (mix(seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull)) % (span / BLOCK)), BLOCK);
+        do_write(BLOCK * (rt_mix64(seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull)) % (span / BLOCK)), BLOCK);
     f = end_phase();
     t1 = rdtsc();
     rt_printf("rand done n=%lu c=%lu f=%lu\n", nrand, t1 - t0, f);

@@ -85,19 +85,10 @@ static uint64_t want_gen[MAX_BLOCKS + 1]; /* generation the history says, per bl
 
 static uint64_t nblocks, seed;
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 static uint64_t target(uint64_t gen)
 {
-    return 1 + mix(seed ^ (gen * 0x9e3779b97f4a7c15ull)) % nblocks;
+    return 1 + rt_mix64(seed ^ (gen * 0x9e3779b97f4a7c15ull)) % nblocks;
 }
 
 /* Hash of n 64-bit words. */
@@ -105,7 +96,7 @@ static uint64_t hash_words(const uint64_t *w, unsigned n)
 {
     uint64_t h = 0x626c6b636865636bull;
     for (unsigned i = 0; i < n; i++)
-        h = mix(h ^ w[i]) + i;
+        h = rt_mix64(h ^ w[i]) + i;
     return h;
 }
 
@@ -121,7 +112,7 @@ static uint64_t sector_csum(const uint64_t *s, unsigned csum_word)
 static void make_block(uint64_t *s, uint64_t lba, uint64_t gen)
 {
     struct block_hdr *h = (struct block_hdr *)s;
-    uint64_t x = mix(seed ^ mix(lba ^ mix(gen)));
+    uint64_t x = rt_mix64(seed ^ rt_mix64(lba ^ rt_mix64(gen)));
 
     h->magic = BLOCK_MAGIC;
     h->lba = lba;
@@ -129,7 +120,7 @@ static void make_block(uint64_t *s, uint64_t lba, uint64_t gen)
     h->csum = 0;
     for (unsigned i = sizeof(*h) / 8; i < SECTOR / 8; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
-        s[i] = mix(x);
+        s[i] = rt_mix64(x);
     }
     h->csum = sector_csum(s, 3);
 }

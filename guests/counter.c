@@ -54,15 +54,6 @@ static volatile uint64_t mirror[4];
 static uint64_t ticks, every, full, delay, poison, tear;
 static uint64_t saved[4]; /* tear=: the registers of tick `tear` */
 
-static uint64_t fmix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 /* One word into a running hash: a bijection of w for a fixed h. */
 static inline uint64_t absorb(uint64_t h, uint64_t w)
@@ -76,22 +67,22 @@ static inline uint64_t slot_hash(uint64_t i, const struct slot *s)
     uint64_t h = absorb(i * 0xd6e8feb86659fd93ull + 0x5eed, s->tick);
     h = absorb(h, s->prev);
     h = absorb(h, s->old);
-    return fmix(absorb(h, s->check));
+    return rt_mix64(absorb(h, s->check));
 }
 
 static inline uint64_t record_check(uint64_t i, uint64_t tick, uint64_t prev, uint64_t old)
 {
-    return fmix(absorb(absorb(absorb(i ^ 0xa0761d6478bd642full, tick), prev), old));
+    return rt_mix64(absorb(absorb(absorb(i ^ 0xa0761d6478bd642full, tick), prev), old));
 }
 
 static inline uint64_t pattern(uint64_t i)
 {
-    return fmix(i + 0xe7037ed1a0b428dbull);
+    return rt_mix64(i + 0xe7037ed1a0b428dbull);
 }
 
 static inline uint64_t chain_next(uint64_t prev, uint64_t i, uint64_t h)
 {
-    return fmix(absorb(absorb(prev, i), h));
+    return rt_mix64(absorb(absorb(prev, i), h));
 }
 
 /* Slot for the next record: uniform over the region, decided by the chain. */
@@ -221,7 +212,7 @@ static void tick(void)
 
     /* test hooks (docs/guests.md): fake the damage a torn checkpoint would do */
     if (r_tick == poison) /* one RAM write lost behind the digests' back */
-        slots[pick(fmix(r_chain))].old ^= 1;
+        slots[pick(rt_mix64(r_chain))].old ^= 1;
     if (tear && r_tick == tear) {
         saved[0] = r_tick;
         saved[1] = r_chain;
@@ -284,7 +275,7 @@ int main(void)
 
     init_region();
     r_tick = 0;
-    r_chain = fmix(nslots ^ 0x7a6e64656d);
+    r_chain = rt_mix64(nslots ^ 0x7a6e64656d);
     r_last = 0;
     mirror[0] = r_tick;
     mirror[1] = r_chain;

@@ -18,13 +18,7 @@ struct stamp {
 
 static uint64_t stamp_hash(uint64_t k, uint64_t page)
 {
-    uint64_t x = k ^ (page * 0x9e3779b97f4a7c15ull) ^ 0x6469727479ull;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
+    return rt_mix64(k ^ (page * 0x9e3779b97f4a7c15ull) ^ 0x6469727479ull);
 }
 
 static uint64_t align_up(uint64_t x, uint64_t a)

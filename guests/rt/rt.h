@@ -67,6 +67,18 @@ int rt_io_native(void);
 _Noreturn void rt_halt(void);
 
 /* Compiler barrier: keeps busy loops and ordered stores from being optimised away. */
+/* A 64-bit finalizer (MurmurHash3's fmix64): the guests' one mixing function, so their hash
+ * chains and stamps are identical wherever they run. */
+static inline uint64_t rt_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
 static inline void rt_barrier(void)
 {
     __asm__ volatile("" : : : "memory");

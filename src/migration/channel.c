@@ -65,6 +65,32 @@ void chan_tune_socket(int fd)
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
+/* A stream socket and the address of the unix: URI's path. Returns fd or -errno. */
+static int unix_socket(const struct chan_uri *u, struct sockaddr_un *sa)
+{
+    int fd;
+
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    strcpy(sa->sun_path, u->path); /* length checked by chan_parse_uri */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+/* open(2) the file: URI's path, with an error message naming what failed. */
+static int open_file(const struct chan_uri *u, int flags, const char *what, char *err,
+                     size_t errlen)
+{
+    int fd = open(u->path, flags | O_CLOEXEC, 0600), r;
+
+    if (fd < 0) {
+        r = -errno;
+        snprintf(err, errlen, "cannot %s '%s': %s", what, u->path, strerror(errno));
+        return r;
+    }
+    return fd;
+}
+
 static int connect_timeout(int fd, const struct sockaddr *sa, socklen_t len, int timeout_ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLOUT};
@@ -95,19 +121,12 @@ int chan_connect(const struct chan_uri *u, int timeout_ms, char *err, size_t err
 
     switch (u->kind) {
     case CHAN_FILE:
-        fd = open(u->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            r = -errno;
-            snprintf(err, errlen, "cannot create '%s': %s", u->path, strerror(errno));
-            return r;
-        }
-        return fd;
+        return open_file(u, O_WRONLY | O_CREAT | O_TRUNC, "create", err, errlen);
     case CHAN_UNIX: {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strcpy(sa.sun_path, u->path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa;
+        fd = unix_socket(u, &sa);
         if (fd < 0)
-            return -errno;
+            return fd;
         r = connect_timeout(fd, (struct sockaddr *)&sa, sizeof(sa), timeout_ms);
         if (r) {
             snprintf(err, errlen, "cannot connect to unix:%s: %s", u->path, strerror(-r));
@@ -158,19 +177,12 @@ int chan_listen(const struct chan_uri *u, char *err, size_t errlen)
 
     switch (u->kind) {
     case CHAN_FILE:
-        fd = open(u->path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            r = -errno;
-            snprintf(err, errlen, "cannot open snapshot '%s': %s", u->path, strerror(errno));
-            return r;
-        }
-        return fd;
+        return open_file(u, O_RDONLY, "open snapshot", err, errlen);
     case CHAN_UNIX: {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strcpy(sa.sun_path, u->path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa;
+        fd = unix_socket(u, &sa);
         if (fd < 0)
-            return -errno;
+            return fd;
         unlink(u->path);
         if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
             r = -errno;
