@@ -18,11 +18,11 @@
  * final FLUSH.
  */
 
-#define SECTOR       512u
-#define BLOCK        4096u
-#define MAX_BS       (1u << 20)
-#define MAX_DEPTH    32u
-#define CHECK_EVERY  (1ul << 20)
+#define SECTOR      512u
+#define BLOCK       4096u
+#define MAX_BS      (1u << 20)
+#define MAX_DEPTH   32u
+#define CHECK_EVERY (1ul << 20)
 
 #define VIRTIO_BLK_F_RO    5
 #define VIRTIO_BLK_F_FLUSH 9
@@ -50,7 +50,6 @@ static uint8_t data[MAX_BS] __attribute__((aligned(4096)));
 static unsigned depth, inflight;
 static uint64_t flush_every, writes_since_flush;
 static int can_flush;
-
 
 static inline uint64_t rdtsc(void)
 {
@@ -184,21 +183,26 @@ int main(void)
         span = capacity;
     if (span % BLOCK || span < BLOCK || span > capacity || seq > capacity) {
         rt_printf("blkbench: span=%lu and seq=%lu must fit the disk (%lu bytes), span a multiple "
-                  "of 4K\n", span, seq, capacity);
+                  "of 4K\n",
+                  span, seq, capacity);
         return RT_EXIT_CONFIG;
     }
     for (uint64_t i = 0; i < MAX_BS; i++)
         data[i] = (uint8_t)(rt_mix64(i / 8 + seed) >> (8 * (i % 8)));
 
     rt_printf("blkbench start cap=%lu rand=%lu span=%lu seq=%lu bs=%lu depth=%u flush=%s "
-              "every=%lu io=%s\n", capacity, nrand, span, seq, bs, depth,
-              wt ? "writethrough" : can_flush ? "end" : "none", flush_every,
-              rt_io_native() ? "native" : "trap");
+              "every=%lu io=%s\n",
+              capacity, nrand, span, seq, bs, depth,
+              wt          ? "writethrough"
+              : can_flush ? "end"
+                          : "none",
+              flush_every, rt_io_native() ? "native" : "trap");
 
     rt_printf("rand start\n");
     t0 = rdtsc();
     for (uint64_t i = 0; i < nrand; i++)
-        do_write(BLOCK * (rt_mix64(seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull)) % (span / BLOCK)), BLOCK);
+        do_write(BLOCK * (rt_mix64(seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull)) % (span / BLOCK)),
+                 BLOCK);
     f = end_phase();
     t1 = rdtsc();
     rt_printf("rand done n=%lu c=%lu f=%lu\n", nrand, t1 - t0, f);

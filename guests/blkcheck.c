@@ -85,7 +85,6 @@ static uint64_t want_gen[MAX_BLOCKS + 1]; /* generation the history says, per bl
 
 static uint64_t nblocks, seed;
 
-
 static uint64_t target(uint64_t gen)
 {
     return 1 + rt_mix64(seed ^ (gen * 0x9e3779b97f4a7c15ull)) % nblocks;

@@ -54,7 +54,6 @@ static volatile uint64_t mirror[4];
 static uint64_t ticks, every, full, delay, poison, tear;
 static uint64_t saved[4]; /* tear=: the registers of tick `tear` */
 
-
 /* One word into a running hash: a bijection of w for a fixed h. */
 static inline uint64_t absorb(uint64_t h, uint64_t w)
 {

@@ -40,6 +40,13 @@ def main() -> int:
         else:
             failed += 1
             failures.append("fuzz: stream loader")
+    fmt = results / "format.txt"
+    if fmt.exists():
+        if "format: FAILED" in fmt.read_text():
+            failed += 1
+            failures.append("format: clang-format --dry-run --Werror")
+        else:
+            passed += 1
     if build_failed:
         failed += 1
         failures.append("build")

@@ -30,6 +30,14 @@ if [[ -n ${TANDEM_FUZZ_SECONDS:-} ]] || [[ ${CI:-} == true ]]; then
   CC=clang build build-fuzz -Dfuzz=true -Dtests=disabled -Dguests=false || fail_build=1
 fi
 
+echo "== format (clang-format --dry-run)"
+fmt_files=$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'tests/unit/*.h' 'fuzz/*.c' \
+  'guests/*.c' 'guests/*.h' 2>/dev/null)
+if [[ -n $fmt_files ]] && ! clang-format --dry-run --Werror $fmt_files >"$results/format.txt" 2>&1; then
+  head -20 "$results/format.txt"
+  echo "format: FAILED" >>"$results/format.txt"
+fi
+
 export TANDEM_ROOT=$ROOT
 run_suite() { # name, build dir
   local name=$1 dir=$2

@@ -12,7 +12,7 @@
 #include "core/vcpu.h"
 #include "core/vm.h"
 
-#define CPUID_MAX_ENTRIES          256
+#define CPUID_MAX_ENTRIES 256
 
 /* Power-on state captured per vCPU id at creation, restored by system_reset. */
 struct reset_state {
@@ -61,8 +61,8 @@ static int setup_cpuid(struct vcpu *v)
         switch (e->function) {
         case 1:
             /* Initial APIC id and logical processor count. */
-            e->ebx = (e->ebx & 0x0000ffffu) | ((uint32_t)v->id << 24) |
-                     ((uint32_t)v->vm->ncpus << 16);
+            e->ebx =
+                (e->ebx & 0x0000ffffu) | ((uint32_t)v->id << 24) | ((uint32_t)v->vm->ncpus << 16);
             break;
         case 0xb:
         case 0x1f:

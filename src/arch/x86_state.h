@@ -1,4 +1,5 @@
-/* x86_state.h: complete vCPU and in-kernel chip state (KVM ABI structs) for save, load and check. */
+/* x86_state.h: complete vCPU and in-kernel chip state (KVM ABI structs) for save, load and check.
+ */
 #pragma once
 
 #include <linux/kvm.h>

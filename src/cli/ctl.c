@@ -514,8 +514,7 @@ static int migrate_progress(struct conn *c, long ms)
 
         if (execute(c, "query-migrate", NULL, CTL_CMD_ID, ms, &r))
             return 1;
-        status = json_object_object_get_ex(r, "status", &st) ? json_object_get_string(st)
-                                                             : "none";
+        status = json_object_object_get_ex(r, "status", &st) ? json_object_get_string(st) : "none";
         json_object_object_get_ex(r, "ram", &ram);
         total = ram ? member_u64(ram, "total") : 0;
         remaining = ram ? member_u64(ram, "remaining") : 0;
@@ -529,8 +528,8 @@ static int migrate_progress(struct conn *c, long ms)
         fprintf(stderr, "\r[%s] %3d%%  sent %7.1f MiB  %6.0f Mbit/s  %-10s", bar, pct,
                 (double)(ram ? member_u64(ram, "transferred") : 0) / (1 << 20),
                 (double)(ram ? member_u64(ram, "mbps") : 0), status);
-        if (!strcmp(status, "completed") || !strcmp(status, "colo") ||
-            !strcmp(status, "failed") || !strcmp(status, "cancelled")) {
+        if (!strcmp(status, "completed") || !strcmp(status, "colo") || !strcmp(status, "failed") ||
+            !strcmp(status, "cancelled")) {
             struct json_object *v;
             fprintf(stderr, "\n");
             if (json_object_object_get_ex(r, "downtime", &v))

@@ -51,35 +51,36 @@ struct run_opts {
 
 static void run_usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: tandem run --kernel FILE [OPTIONS]\n"
-            "       tandem run --incoming URI [OPTIONS]\n"
-            "\n"
-            "Run a KVM virtual machine that boots a Multiboot (v1) ELF image.\n"
-            "\n"
-            "  -k, --kernel FILE     Multiboot image to boot (required unless --incoming;\n"
-            "                        with --incoming it is used again on a guest reset)\n"
-            "  -a, --append CMDLINE  kernel command line (passed as \"FILE CMDLINE\", as QEMU does)\n"
-            "  -m, --memory SIZE     guest RAM; suffix K/M/G, bare number = MiB (default 256M)\n"
-            "  -c, --cpus N          vCPUs, 1-%d (default 1)\n"
-            "      --serial BACKEND  COM1: stdio, file:PATH or none (default stdio)\n"
-            "      --qmp unix:PATH   QMP control socket (QEMU wire protocol)\n"
-            "      --disk path=FILE[,readonly=on]  virtio-blk on a raw image (repeatable)\n"
-            "      --net tap=IFNAME[,mac=MAC]      virtio-net on a tap device (repeatable)\n"
-            "      --incoming URI    wait for a migration: tcp:HOST:PORT, unix:PATH, file:PATH\n"
-            "                        (a snapshot), or defer (then QMP migrate-incoming)\n"
-            "      --colo-fence CMD  COLO secondary: run CMD (sh -c) before taking over; take\n"
-            "                        over only if it exits 0 (default: no fence)\n"
-            "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
-            "      --no-reboot       exit instead of rebooting when the guest resets\n"
-            "  -v, --verbose         more logging (repeat for debug); or TANDEM_LOG=error|warning|\n"
-            "                        info|debug\n"
-            "  -h, --help            this text\n"
-            "  -V, --version         print the version\n"
-            "\n"
-            "Exit status: the value the guest writes to the debug-exit port 0xf4; 0 after QMP\n"
-            "`quit`; 1 on a VMM error; 2 on a usage error; 128+N after signal N.\n",
-            VM_MAX_CPUS);
+    fprintf(
+        f,
+        "Usage: tandem run --kernel FILE [OPTIONS]\n"
+        "       tandem run --incoming URI [OPTIONS]\n"
+        "\n"
+        "Run a KVM virtual machine that boots a Multiboot (v1) ELF image.\n"
+        "\n"
+        "  -k, --kernel FILE     Multiboot image to boot (required unless --incoming;\n"
+        "                        with --incoming it is used again on a guest reset)\n"
+        "  -a, --append CMDLINE  kernel command line (passed as \"FILE CMDLINE\", as QEMU does)\n"
+        "  -m, --memory SIZE     guest RAM; suffix K/M/G, bare number = MiB (default 256M)\n"
+        "  -c, --cpus N          vCPUs, 1-%d (default 1)\n"
+        "      --serial BACKEND  COM1: stdio, file:PATH or none (default stdio)\n"
+        "      --qmp unix:PATH   QMP control socket (QEMU wire protocol)\n"
+        "      --disk path=FILE[,readonly=on]  virtio-blk on a raw image (repeatable)\n"
+        "      --net tap=IFNAME[,mac=MAC]      virtio-net on a tap device (repeatable)\n"
+        "      --incoming URI    wait for a migration: tcp:HOST:PORT, unix:PATH, file:PATH\n"
+        "                        (a snapshot), or defer (then QMP migrate-incoming)\n"
+        "      --colo-fence CMD  COLO secondary: run CMD (sh -c) before taking over; take\n"
+        "                        over only if it exits 0 (default: no fence)\n"
+        "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
+        "      --no-reboot       exit instead of rebooting when the guest resets\n"
+        "  -v, --verbose         more logging (repeat for debug); or TANDEM_LOG=error|warning|\n"
+        "                        info|debug\n"
+        "  -h, --help            this text\n"
+        "  -V, --version         print the version\n"
+        "\n"
+        "Exit status: the value the guest writes to the debug-exit port 0xf4; 0 after QMP\n"
+        "`quit`; 1 on a VMM error; 2 on a usage error; 128+N after signal N.\n",
+        VM_MAX_CPUS);
 }
 
 enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING, OPT_DISK, OPT_NET, OPT_COLO_FENCE };
@@ -118,8 +119,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
             o->append = optarg;
             break;
         case 'm':
-            if (parse_mem_size(optarg, &o->mem) || o->mem < (2ULL << 20) ||
-                o->mem % PAGE_SIZE) {
+            if (parse_mem_size(optarg, &o->mem) || o->mem < (2ULL << 20) || o->mem % PAGE_SIZE) {
                 fprintf(stderr, "tandem run: --memory: invalid size '%s' (e.g. 256M, 1G)\n",
                         optarg);
                 return 2;

@@ -37,13 +37,13 @@
 #include "migration/section.h"
 #include "migration/stream.h"
 
-#define RAM_SECTION_ID      1
-#define COLO_IO_TIMEOUT_MS  5000 /* backstop; the heartbeat finds a hung peer much sooner */
-#define COLO_DEVBUF_MAX     (256u << 20)
-#define COLO_START_TIMEOUT  10000
+#define RAM_SECTION_ID     1
+#define COLO_IO_TIMEOUT_MS 5000 /* backstop; the heartbeat finds a hung peer much sooner */
+#define COLO_DEVBUF_MAX    (256u << 20)
+#define COLO_START_TIMEOUT 10000
 
-struct colo colo_state = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
-                          .fd = -1};
+struct colo colo_state = {
+    .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .fd = -1};
 
 static const char *const mode_names[] = {"none", "primary", "secondary"};
 static const char *const reason_names[] = {"none", "request", "error", "processing"};
@@ -149,8 +149,8 @@ void colo_query(enum colo_mode *mode, enum colo_mode *last_mode, enum colo_reaso
     pthread_mutex_lock(&c->lock);
     *mode = c->mode;
     *last_mode = c->last_mode;
-    *reason = c->failover_requested && c->mode != COLO_MODE_NONE ? COLO_REASON_PROCESSING
-                                                                  : c->reason;
+    *reason =
+        c->failover_requested && c->mode != COLO_MODE_NONE ? COLO_REASON_PROCESSING : c->reason;
     *st = c->stats;
     pthread_mutex_unlock(&c->lock);
     n = st->checkpoints < COLO_PAUSE_SAMPLES ? st->checkpoints : COLO_PAUSE_SAMPLES;
@@ -292,8 +292,7 @@ static int primary_checkpoint(struct primary *p)
     t2 = now_ns();
     sw_buf_reset(&p->rambuf);
     ram_save_open(&p->rambuf, STREAM_TAG_SECTION_START, RAM_SECTION_ID, "ram", 0, &p->src);
-    ram_send_bitmap(&p->rambuf, &p->src, p->dirty, p->src.ram_size / PAGE_SIZE, NULL, NULL,
-                    NULL);
+    ram_send_bitmap(&p->rambuf, &p->src, p->dirty, p->src.ram_size / PAGE_SIZE, NULL, NULL, NULL);
     t3 = now_ns();
     r = harvested < 0 ? (int)harvested : devstate_capture(p->ds);
     sw_buf_reset(&p->devbuf);
@@ -319,8 +318,9 @@ static int primary_checkpoint(struct primary *p)
               (unsigned long long)(t0 / 1000 + pause_us - t3 / 1000));
     if (r || sw_error(&p->rambuf) || sw_error(&p->devbuf)) {
         log_err("colo: cannot capture checkpoint %llu: %s", (unsigned long long)p->n,
-                r ? strerror(-r) : sw_error(&p->rambuf) ? sw_errmsg(&p->rambuf)
-                                                        : sw_errmsg(&p->devbuf));
+                r                      ? strerror(-r)
+                : sw_error(&p->rambuf) ? sw_errmsg(&p->rambuf)
+                                       : sw_errmsg(&p->devbuf));
         return r ? r : -EIO;
     }
     if (c->hooks.disk_checkpoint) {
@@ -430,8 +430,8 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     memset(&c->stats, 0, sizeof(c->stats));
     pthread_mutex_unlock(&c->lock);
     *p = (struct primary){.c = c, .vm = m->vm, .sw = sw, .rp = rp, .ds = ds, .dirty = dirty};
-    p->src = (struct ram_source){.host = m->vm->mem.base, .ram_size = m->vm->mem.size,
-                                 .page_size = PAGE_SIZE};
+    p->src = (struct ram_source){
+        .host = m->vm->mem.base, .ram_size = m->vm->mem.size, .page_size = PAGE_SIZE};
     r = stream_writer_init_buf(&p->rambuf, 1u << 20);
     if (!r)
         r = stream_writer_init_buf(&p->devbuf, 1u << 20);
@@ -467,8 +467,8 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
             reason = failover_pending(c) ? c->failover_reason : COLO_REASON_ERROR;
             log_err("colo: primary: checkpoint %llu failed: %s", (unsigned long long)p->n,
                     sr_error(p->rp) ? sr_errmsg(p->rp)
-                    : sw_error(sw)   ? sw_errmsg(sw)
-                                     : strerror(-r));
+                    : sw_error(sw)  ? sw_errmsg(sw)
+                                    : strerror(-r));
             break;
         }
     }
@@ -566,8 +566,8 @@ static int secondary_apply(struct secondary *s, size_t devlen)
     stream_reader_init_buf(&mr, s->devbuf, devlen);
     r = stream_load_segment(s->ld, &mr);
     if (r) {
-        log_err("colo: secondary: device state of checkpoint %llu: %s",
-                (unsigned long long)s->n, sr_errmsg(&mr));
+        log_err("colo: secondary: device state of checkpoint %llu: %s", (unsigned long long)s->n,
+                sr_errmsg(&mr));
         stream_reader_destroy(&mr);
         pthread_mutex_unlock(&s->vm->dev_lock);
         colo_cache_discard(&s->cache);
@@ -782,7 +782,9 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
          * loss or an explicit request before taking over. */
         log_err("colo: secondary: leaving the checkpoint loop after checkpoint %llu: %s",
                 (unsigned long long)s->n,
-                sr_error(sr) ? sr_errmsg(sr) : sw_error(&s->sw) ? sw_errmsg(&s->sw) : strerror(-r));
+                sr_error(sr)       ? sr_errmsg(sr)
+                : sw_error(&s->sw) ? sw_errmsg(&s->sw)
+                                   : strerror(-r));
         shutdown(fd, SHUT_RDWR); /* the primary sees it at once and leaves COLO */
         pthread_mutex_lock(&c->lock);
         c->stats.errors++;

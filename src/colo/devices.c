@@ -12,7 +12,6 @@
 #include "net/virtio_net.h"
 #include "virtio/virtio_mmio.h"
 
-
 void colo_devices_primary_start(struct colo *c, struct vm *vm)
 {
     c->nouts = 0;

@@ -20,12 +20,12 @@
 #include "migration/section.h"
 #include "migration/stream.h"
 
-#define MAX_DISKS      8
-#define REC_END        0
-#define REC_WRITE      1
-#define REC_MAX_LEN    (4u << 20)
-#define SYNC_SECTION   0x100 /* section ids: 0x100 + disk (sync), 0x200 + disk (epoch log) */
-#define EPOCH_SECTION  0x200
+#define MAX_DISKS     8
+#define REC_END       0
+#define REC_WRITE     1
+#define REC_MAX_LEN   (4u << 20)
+#define SYNC_SECTION  0x100 /* section ids: 0x100 + disk (sync), 0x200 + disk (epoch log) */
+#define EPOCH_SECTION 0x200
 
 struct wrec {
     struct wrec *next;
@@ -45,9 +45,9 @@ struct cdisk {
     pthread_mutex_t lock;
     /* primary */
     bool hooked;
-    bool tracking;             /* initial sync: mark written chunks */
-    bool logging;              /* COLO: log writes per epoch */
-    unsigned long *dirty;      /* chunks to send (initial sync) */
+    bool tracking;        /* initial sync: mark written chunks */
+    bool logging;         /* COLO: log writes per epoch */
+    unsigned long *dirty; /* chunks to send (initial sync) */
     uint64_t nchunks;
     bool sync_started;
     struct wlog cur, closed;
@@ -118,9 +118,8 @@ static int on_write(void *opaque, uint64_t offset, const struct iovec *iov, unsi
 
     pthread_mutex_lock(&d->lock);
     if (d->tracking && len) {
-        for (uint64_t c = offset / COLO_DISK_CHUNK; c <= (offset + len - 1) / COLO_DISK_CHUNK &&
-                                                    c < d->nchunks;
-             c++)
+        for (uint64_t c = offset / COLO_DISK_CHUNK;
+             c <= (offset + len - 1) / COLO_DISK_CHUNK && c < d->nchunks; c++)
             bitmap_set(d->dirty, c);
     }
     if (d->logging && len) {
@@ -421,8 +420,8 @@ static int load_records(struct stream_reader *sr, struct cdisk *d, bool stage)
             break;
         if (tag != REC_WRITE || len == 0 || len > REC_MAX_LEN || off % 512 ||
             off > d->blk->disk.size || len > d->blk->disk.size - off) {
-            sr_fail(sr, -EBADMSG, "disk%u: bad record (tag %u, offset %llu, length %u)",
-                    d->index, tag, (unsigned long long)off, len);
+            sr_fail(sr, -EBADMSG, "disk%u: bad record (tag %u, offset %llu, length %u)", d->index,
+                    tag, (unsigned long long)off, len);
             break;
         }
         if (stage) {
@@ -466,10 +465,10 @@ static int load_epoch(struct stream_reader *sr, void *opaque, enum stream_tag ty
     return load_records(sr, opaque, true);
 }
 
-static const struct stream_iter_ops sync_ops = {.version_id = 1, .minimum_version_id = 1,
-                                                .load = load_sync};
-static const struct stream_iter_ops epoch_ops = {.version_id = 1, .minimum_version_id = 1,
-                                                 .load = load_epoch};
+static const struct stream_iter_ops sync_ops = {
+    .version_id = 1, .minimum_version_id = 1, .load = load_sync};
+static const struct stream_iter_ops epoch_ops = {
+    .version_id = 1, .minimum_version_id = 1, .load = load_epoch};
 
 int colo_disk_register(struct devstate *ds, struct vm *vm)
 {
@@ -477,10 +476,10 @@ int colo_disk_register(struct devstate *ds, struct vm *vm)
 
     scan(vm);
     for (unsigned i = 0; i < ndisks && !r; i++) {
-        struct stream_section s1 = {.idstr = "disk-sync", .instance_id = i, .iter = &sync_ops,
-                                    .opaque = &disks[i]};
-        struct stream_section s2 = {.idstr = "disk", .instance_id = i, .iter = &epoch_ops,
-                                    .opaque = &disks[i]};
+        struct stream_section s1 = {
+            .idstr = "disk-sync", .instance_id = i, .iter = &sync_ops, .opaque = &disks[i]};
+        struct stream_section s2 = {
+            .idstr = "disk", .instance_id = i, .iter = &epoch_ops, .opaque = &disks[i]};
         r = devstate_add(ds, &s1);
         if (!r)
             r = devstate_add(ds, &s2);

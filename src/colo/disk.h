@@ -21,11 +21,11 @@ struct stream_reader;
 struct stream_writer;
 struct vm;
 
-#define COLO_DISK_CHUNK      (64u << 10)
-#define COLO_DISK_HASH_LEN   32
-#define RP_MSG_DISK_HASHES   0x44485348u /* "DHSH" */
-#define COLO_DISK_LOG_SOFT   (64u << 20)  /* log bytes that ask for an early checkpoint */
-#define COLO_DISK_LOG_HARD   (1024u << 20) /* beyond this a write fails (IOERR) */
+#define COLO_DISK_CHUNK    (64u << 10)
+#define COLO_DISK_HASH_LEN 32
+#define RP_MSG_DISK_HASHES 0x44485348u   /* "DHSH" */
+#define COLO_DISK_LOG_SOFT (64u << 20)   /* log bytes that ask for an early checkpoint */
+#define COLO_DISK_LOG_HARD (1024u << 20) /* beyond this a write fails (IOERR) */
 
 /* Number of virtio-blk devices. */
 unsigned colo_disk_count(struct vm *vm);

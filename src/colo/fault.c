@@ -56,8 +56,8 @@ int colo_fault_init(void)
         char point[32], action[12];
         unsigned long long n;
         int a = -1;
-        if (nfaults < MAX_FAULTS &&
-            sscanf(tok, "%31[a-z-]:%llu:%11s", point, &n, action) == 3 && known(point))
+        if (nfaults < MAX_FAULTS && sscanf(tok, "%31[a-z-]:%llu:%11s", point, &n, action) == 3 &&
+            known(point))
             for (int i = 0; i < (int)(sizeof(action_names) / sizeof(action_names[0])); i++)
                 if (!strcmp(action, action_names[i]))
                     a = i;

@@ -37,7 +37,8 @@ static void *hb_thread(void *arg)
 
     pthread_setname_np(pthread_self(), "colo/hb");
     while (!atomic_load(&hb->stop)) {
-        struct pollfd p[2] = {{.fd = hb->fd, .events = POLLIN}, {.fd = hb->wake[0], .events = POLLIN}};
+        struct pollfd p[2] = {{.fd = hb->fd, .events = POLLIN},
+                              {.fd = hb->wake[0], .events = POLLIN}};
         uint64_t now = now_ms();
         int wait;
 

@@ -7,8 +7,8 @@
  *   pause, copy dirty RAM + device state to local buffers, resume (speculative)
  *   3 vmstate-send -->  RAM segment (records + EOF with CRC-32C)  -> colo cache
  *   4 vmstate-size + be64 n -->  n bytes of device state (FULL sections + EOF/CRC) -> buffer
- *                     <-- 5 vmstate-received     (both verified)  => primary releases epoch N output
- *                                                 apply: cache -> RAM, load devices, vCPUs
+ *                     <-- 5 vmstate-received     (both verified)  => primary releases epoch N
+ * output apply: cache -> RAM, load devices, vCPUs
  *                     <-- 6 vmstate-loaded
  */
 #pragma once

@@ -1,4 +1,5 @@
-/* bus.c: sorted, non-overlapping address ranges with one callback signature; bounds-checked dispatch. */
+/* bus.c: sorted, non-overlapping address ranges with one callback signature; bounds-checked
+ * dispatch. */
 #include "core/bus.h"
 
 #include <errno.h>

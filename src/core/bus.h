@@ -21,7 +21,7 @@ struct bus_region {
 };
 
 struct bus {
-    const char *name; /* "pio" or "mmio", for messages */
+    const char *name;           /* "pio" or "mmio", for messages */
     struct bus_region *regions; /* sorted by base */
     unsigned n, cap;
     uint64_t limit; /* highest valid address + 1 (0x10000 for pio), 0 = 2^64 */

@@ -1,4 +1,5 @@
-/* mem.c: guest RAM in a memfd, its KVM slots, gpa translation, and dirty tracking (KVM log ∪ VMM). */
+/* mem.c: guest RAM in a memfd, its KVM slots, gpa translation, and dirty tracking (KVM log ∪ VMM).
+ */
 #include "core/mem.h"
 
 #include <errno.h>

@@ -1,4 +1,5 @@
-/* mem.h: guest RAM: one memfd, mapped shared, registered in KVM slots; dirty = KVM log ∪ VMM bitmap.
+/* mem.h: guest RAM: one memfd, mapped shared, registered in KVM slots; dirty = KVM log ∪ VMM
+ * bitmap.
  *
  * Layout: RAM occupies guest-physical [0, min(size, 3 GiB)); anything above continues at 4 GiB,
  * leaving [3 GiB, 4 GiB) for MMIO (virtio-mmio at 0xFEB00000, IOAPIC, LAPIC).

@@ -1,4 +1,5 @@
-/* vcpu.c: per-vCPU thread: KVM_RUN, exit dispatch to the PIO/MMIO buses, and parking at the barrier. */
+/* vcpu.c: per-vCPU thread: KVM_RUN, exit dispatch to the PIO/MMIO buses, and parking at the
+ * barrier. */
 #include "core/vcpu.h"
 
 #include <errno.h>
@@ -121,8 +122,9 @@ static void handle_mmio(struct vcpu *v)
                          run->mmio.is_write);
 
     if (r)
-        log_debug("vcpu%d: unmapped mmio %s 0x%llx len %u", v->id, run->mmio.is_write ? "write" : "read",
-                  (unsigned long long)run->mmio.phys_addr, run->mmio.len);
+        log_debug("vcpu%d: unmapped mmio %s 0x%llx len %u", v->id,
+                  run->mmio.is_write ? "write" : "read", (unsigned long long)run->mmio.phys_addr,
+                  run->mmio.len);
 }
 
 /* Handle one exit. Returns false when the vCPU cannot continue (internal error). */

@@ -83,12 +83,12 @@ struct vm {
 
     /* Pause barrier (see pause.c). */
     pthread_mutex_t lock;
-    pthread_cond_t cond_paused;  /* a vCPU parked, or left */
-    pthread_cond_t cond_resume;  /* pause_depth dropped to 0 */
-    int pause_depth;             /* >0: every vCPU must park */
-    int nparked;                 /* vCPUs currently parked */
-    int nrunning_threads;        /* vCPU threads alive */
-    atomic_bool quit;            /* vCPU threads must exit */
+    pthread_cond_t cond_paused; /* a vCPU parked, or left */
+    pthread_cond_t cond_resume; /* pause_depth dropped to 0 */
+    int pause_depth;            /* >0: every vCPU must park */
+    int nparked;                /* vCPUs currently parked */
+    int nrunning_threads;       /* vCPU threads alive */
+    atomic_bool quit;           /* vCPU threads must exit */
 
     enum vm_runstate state; /* protected by lock; changed via vm_set_state */
     bool user_paused;       /* a `stop` (or -S / incoming) holds one pause_depth */
@@ -128,8 +128,8 @@ void vm_set_state(struct vm *vm, enum vm_runstate s);
 enum vm_runstate vm_get_state(struct vm *vm);
 
 /* QMP-facing operations (main loop thread). */
-int vm_stop(struct vm *vm);   /* running -> paused (STOP) */
-int vm_cont(struct vm *vm);   /* paused -> running (RESUME) */
+int vm_stop(struct vm *vm); /* running -> paused (STOP) */
+int vm_cont(struct vm *vm); /* paused -> running (RESUME) */
 int vm_system_reset(struct vm *vm);
 /* Ask the main loop to end the process with status (guest debug-exit or QMP quit). */
 void vm_request_exit(struct vm *vm, int status, const char *reason);

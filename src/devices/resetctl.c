@@ -1,4 +1,5 @@
-/* resetctl.c: the reset control register (0xcf9) and the keyboard controller's reset pulse (0x64). */
+/* resetctl.c: the reset control register (0xcf9) and the keyboard controller's reset pulse (0x64).
+ */
 #include "devices/resetctl.h"
 
 #include <string.h>

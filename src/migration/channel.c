@@ -51,8 +51,8 @@ int chan_parse_uri(const char *uri, struct chan_uri *out, char *err, size_t errl
         return 0;
     }
 bad:
-    snprintf(err, errlen, "invalid migration URI '%s' (expected tcp:HOST:PORT, unix:PATH or file:PATH)",
-             uri);
+    snprintf(err, errlen,
+             "invalid migration URI '%s' (expected tcp:HOST:PORT, unix:PATH or file:PATH)", uri);
     return -EINVAL;
 }
 

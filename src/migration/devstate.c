@@ -21,8 +21,8 @@ static int raw_get(struct stream_reader *sr, void *field, size_t size)
     return sr_error(sr);
 }
 
-static const struct vmstate_info raw_info = {.name = "kvm-abi", .size = 0, .put = raw_put,
-                                             .get = raw_get};
+static const struct vmstate_info raw_info = {
+    .name = "kvm-abi", .size = 0, .put = raw_put, .get = raw_get};
 
 static int cpu_post_load(void *opaque, uint32_t version_id)
 {

@@ -1,4 +1,5 @@
-/* incoming.c: the destination side: accept, load RAM and staged device state, verify, apply, run. */
+/* incoming.c: the destination side: accept, load RAM and staged device state, verify, apply, run.
+ */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -139,8 +140,8 @@ static void *incoming_thread(void *arg)
     pthread_mutex_unlock(&m->lock);
     migration_set_status(m, MIG_ACTIVE);
 
-    in->sink = (struct ram_sink){.host = vm->mem.base, .ram_size = vm->mem.size,
-                                 .page_size = PAGE_SIZE};
+    in->sink =
+        (struct ram_sink){.host = vm->mem.base, .ram_size = vm->mem.size, .page_size = PAGE_SIZE};
     in->fd = fd;
     r = devstate_init(&in->ds, vm, &in->sink);
     if (!r)

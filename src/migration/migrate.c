@@ -1,4 +1,5 @@
-/* migrate.c: outgoing precopy migration: RAM rounds over the dirty log, then a paused final pass. */
+/* migrate.c: outgoing precopy migration: RAM rounds over the dirty log, then a paused final pass.
+ */
 #include "migration/migrate.h"
 
 #include <errno.h>
@@ -29,9 +30,15 @@
 #define DEFAULT_MAX_ITERS  30
 
 static const char *const status_names[MIG_STATUS__MAX] = {
-    [MIG_NONE] = "none",           [MIG_SETUP] = "setup",         [MIG_ACTIVE] = "active",
-    [MIG_DEVICE] = "device",       [MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
-    [MIG_CANCELLING] = "cancelling", [MIG_CANCELLED] = "cancelled", [MIG_COLO] = "colo",
+    [MIG_NONE] = "none",
+    [MIG_SETUP] = "setup",
+    [MIG_ACTIVE] = "active",
+    [MIG_DEVICE] = "device",
+    [MIG_COMPLETED] = "completed",
+    [MIG_FAILED] = "failed",
+    [MIG_CANCELLING] = "cancelling",
+    [MIG_CANCELLED] = "cancelled",
+    [MIG_COLO] = "colo",
 };
 
 const char *mig_status_name(enum mig_status s)
@@ -297,8 +304,8 @@ static int run_outgoing(struct outgoing *o, int fd)
     if (r)
         goto out;
     sw_set_timeout_ms(&o->sw, IO_TIMEOUT_MS);
-    o->src = (struct ram_source){.host = vm->mem.base, .ram_size = vm->mem.size,
-                                 .page_size = PAGE_SIZE};
+    o->src =
+        (struct ram_source){.host = vm->mem.base, .ram_size = vm->mem.size, .page_size = PAGE_SIZE};
     stream_put_header(&o->sw);
     if (!o->to_file)
         stream_put_command(&o->sw, STREAM_CMD_OPEN_RETURN_PATH, NULL, 0);
@@ -381,8 +388,8 @@ static int run_outgoing(struct outgoing *o, int fd)
             migration_set_error(m,
                                 "migration did not converge: %llu KiB still dirty after %llu "
                                 "iterations at %llu MiB/s (downtime-limit %llu ms)",
-                                (unsigned long long)(remaining >> 10),
-                                (unsigned long long)iters, (unsigned long long)(bw >> 20),
+                                (unsigned long long)(remaining >> 10), (unsigned long long)iters,
+                                (unsigned long long)(bw >> 20),
                                 (unsigned long long)m->params.downtime_limit_ms);
             r = -ETIME;
             goto out;

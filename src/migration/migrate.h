@@ -48,7 +48,7 @@ struct mig_params {
     uint64_t max_bandwidth;     /* bytes/s; 0 = unlimited (default) */
     uint32_t max_iterations;    /* x-max-iterations: give up (non-convergence) after this many */
     /* COLO (see src/colo) */
-    uint64_t checkpoint_delay_ms;  /* x-checkpoint-delay */
+    uint64_t checkpoint_delay_ms;   /* x-checkpoint-delay */
     uint64_t heartbeat_interval_ms; /* x-heartbeat-interval (tandem) */
     uint64_t heartbeat_timeout_ms;  /* x-heartbeat-timeout (tandem) */
 };
@@ -59,15 +59,15 @@ struct mig_caps {
 };
 
 struct mig_stats {
-    uint64_t transferred;   /* bytes on the wire */
-    uint64_t remaining;     /* bytes of dirty RAM still to send */
-    uint64_t total;         /* bytes of guest RAM */
-    uint64_t duplicate;     /* zero pages sent as markers */
-    uint64_t normal;        /* pages sent with data */
+    uint64_t transferred; /* bytes on the wire */
+    uint64_t remaining;   /* bytes of dirty RAM still to send */
+    uint64_t total;       /* bytes of guest RAM */
+    uint64_t duplicate;   /* zero pages sent as markers */
+    uint64_t normal;      /* pages sent with data */
     uint64_t normal_bytes;
     uint64_t dirty_pages_rate; /* pages/s dirtied during the last iteration */
     uint64_t dirty_sync_count; /* iterations */
-    uint64_t mbps;          /* last iteration's throughput, Mbit/s */
+    uint64_t mbps;             /* last iteration's throughput, Mbit/s */
     uint64_t start_ms;
     uint64_t setup_time_ms;
     uint64_t total_time_ms;
@@ -96,9 +96,9 @@ struct migration {
     void *notify_opaque;
     /* Incoming ended: the process should exit with this status (1) on failure. */
     void (*incoming_failed)(void *opaque);
-    struct colo *colo; /* set when x-colo is on and the pair is running */
-    bool colo_supported;     /* x-colo is offered in query-migrate-capabilities */
-    bool incoming_deferred;  /* --incoming defer: waiting for migrate-incoming */
+    struct colo *colo;      /* set when x-colo is on and the pair is running */
+    bool colo_supported;    /* x-colo is offered in query-migrate-capabilities */
+    bool incoming_deferred; /* --incoming defer: waiting for migrate-incoming */
     /* x-checkpoint-delay changed: COLO checkpoints at once (as QEMU). */
     void (*params_changed)(struct migration *m);
 };

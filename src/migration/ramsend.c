@@ -3,9 +3,9 @@
 
 #include "core/mem.h"
 
-int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src,
-                    unsigned long *bitmap, uint64_t npages, struct ramsend_stats *st,
-                    int (*progress)(void *opaque), void *opaque)
+int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src, unsigned long *bitmap,
+                    uint64_t npages, struct ramsend_stats *st, int (*progress)(void *opaque),
+                    void *opaque)
 {
     uint64_t nlongs = BITMAP_LONGS(npages);
 
@@ -17,8 +17,8 @@ int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src,
             unsigned shift = (unsigned)__builtin_ctzl(bits);
             unsigned long run = bits >> shift;
             /* Length of the run of ones starting at shift (within this word). */
-            unsigned len = run == ~0UL ? (unsigned)BITS_PER_LONG - shift
-                                       : (unsigned)__builtin_ctzl(~run);
+            unsigned len =
+                run == ~0UL ? (unsigned)BITS_PER_LONG - shift : (unsigned)__builtin_ctzl(~run);
             uint64_t first = w * BITS_PER_LONG + shift;
             uint64_t n = len;
 

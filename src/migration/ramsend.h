@@ -14,8 +14,9 @@ struct ramsend_stats {
 /*
  * Send every page whose bit is set in bitmap (npages bits), clearing the bits. Every 64 words
  * (4096 pages) progress(opaque) runs, if given; a non-zero return aborts with that value
- * (cancellation, rate limiting). Adds to *st (NULL: no counting, one pass less over the pages). Returns 0, sw_error() or progress's value.
+ * (cancellation, rate limiting). Adds to *st (NULL: no counting, one pass less over the pages).
+ * Returns 0, sw_error() or progress's value.
  */
-int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src,
-                    unsigned long *bitmap, uint64_t npages, struct ramsend_stats *st,
-                    int (*progress)(void *opaque), void *opaque);
+int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src, unsigned long *bitmap,
+                    uint64_t npages, struct ramsend_stats *st, int (*progress)(void *opaque),
+                    void *opaque);
