@@ -46,10 +46,13 @@ class Pair:
             params["x-heartbeat-timeout"] = hb_timeout
         self.pq.cmd("migrate-set-parameters", params)
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, wait=True):
+        """Start COLO; with wait, until both sides report status colo (a test whose primary
+        dies early by fault injection starts without waiting)."""
         self.pq.cmd("migrate", {"uri": self.uri})
-        self.wait_status(self.pq, "colo", timeout)
-        self.wait_status(self.sq, "colo", timeout)
+        if wait:
+            self.wait_status(self.pq, "colo", timeout)
+            self.wait_status(self.sq, "colo", timeout)
 
     @staticmethod
     def wait_status(q, status, timeout=60):

@@ -45,7 +45,7 @@ def assert_primary_alone(p):
 @pytest.mark.parametrize("point", PRIMARY_POINTS)
 def test_kill_primary_at(kvm, procs, point):
     p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": f"{point}:3:kill"})
-    p.start()
+    p.start(wait=False)
     assert p.pri.wait(60) == 137
     assert_secondary_took_over(p)
 
@@ -53,7 +53,7 @@ def test_kill_primary_at(kvm, procs, point):
 @pytest.mark.parametrize("point", SECONDARY_POINTS)
 def test_kill_secondary_at(kvm, procs, point):
     p = Pair(kvm, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:kill"})
-    p.start()
+    p.start(wait=False)
     assert p.sec.wait(60) == 137
     assert_primary_alone(p)
 
@@ -61,14 +61,14 @@ def test_kill_secondary_at(kvm, procs, point):
 @pytest.mark.parametrize("point", SECONDARY_POINTS)
 def test_hang_secondary_at(kvm, procs, point):
     p = Pair(kvm, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
-    p.start()
+    p.start(wait=False)
     assert_primary_alone(p)
 
 
 @pytest.mark.parametrize("point", ["p-after-request", "p-mid-ram", "p-after-received"])
 def test_hang_primary_at(kvm, procs, point):
     p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
-    p.start()
+    p.start(wait=False)
     assert_secondary_took_over(p)
 
 
@@ -76,7 +76,7 @@ def test_hang_primary_at(kvm, procs, point):
                                    "p-before-request:4:badmsg", "p-mid-devbuf:4:truncate"])
 def test_bad_checkpoint_rejected_then_takeover_from_last_good(kvm, procs, fault):
     p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": fault})
-    p.start()
+    p.start(wait=False)
     # both sides report it
     pe = p.pq.wait_event("COLO_EXIT", timeout=30)
     assert pe["data"] == {"mode": "primary", "reason": "error"}
@@ -111,8 +111,9 @@ def test_random_primary_kill(kvm, procs, seed):
     rng = random.Random(seed)
     if seed % 2:
         fault = f"{rng.choice(PRIMARY_POINTS)}:{rng.randint(1, 8)}:kill"
-        p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": fault}, delay_ms=rng.choice([20, 50, 100]))
-        p.start()
+        p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": fault},
+                 delay_ms=rng.choice([20, 50, 100]))
+        p.start(wait=False)
         assert p.pri.wait(60) == 137, fault
     else:
         p = Pair(kvm, procs, delay_ms=rng.choice([20, 50, 100]))
