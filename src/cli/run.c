@@ -368,7 +368,6 @@ int run_main(int argc, char **argv)
         goto out_qmp;
     }
     loop_run(m->loop);
-    loop_drain(m->loop); /* the last notifications (SHUTDOWN, state) reach QMP and are freed */
     status = atomic_load(&m->vm.exit_status);
     if (status < 0)
         status = 0;
@@ -376,6 +375,9 @@ int run_main(int argc, char **argv)
 out_qmp:
     migration_destroy(&m->mig);
     vm_shutdown_vcpus(&m->vm);
+    /* The threads are gone: their last notifications (SHUTDOWN, state) reach QMP, and none is
+     * left queued (and leaked) behind loop_free. */
+    loop_drain(m->loop);
     if (m->qmp)
         qmp_server_free(m->qmp);
 out_vm:

@@ -288,7 +288,7 @@ static int run_outgoing(struct outgoing *o, int fd)
     struct devstate *ds = NULL;
     uint64_t t_pause = 0, remaining, iters = 0;
     enum vm_runstate prev_state = vm_get_state(vm);
-    bool ram_started = false;
+    bool ram_started = false, dev_locked = false;
     long dirty;
     int r;
 
@@ -406,6 +406,10 @@ static int run_outgoing(struct outgoing *o, int fd)
         o->paused = true;
         t_pause = now_ns();
     }
+    /* Device work off the vCPU threads (kicks, tap RX) stops too, so RAM and device state
+     * are of one instant. */
+    pthread_mutex_lock(&vm->dev_lock);
+    dev_locked = true;
     vm_set_state(vm, VM_FINISH_MIGRATE);
     migration_set_status(m, MIG_DEVICE);
     dirty = gmem_dirty_harvest(&vm->mem, o->dirty);
@@ -432,6 +436,8 @@ static int run_outgoing(struct outgoing *o, int fd)
         goto out;
     }
     devstate_save(ds, &o->sw);
+    pthread_mutex_unlock(&vm->dev_lock);
+    dev_locked = false;
     stream_put_eof(&o->sw);
     r = sw_flush(&o->sw);
     if (r)
@@ -472,6 +478,8 @@ static int run_outgoing(struct outgoing *o, int fd)
 io_err:
     migration_set_error(m, "%s", sw_errmsg(&o->sw)[0] ? sw_errmsg(&o->sw) : strerror(-r));
 out:
+    if (dev_locked)
+        pthread_mutex_unlock(&vm->dev_lock);
     if (r) {
         gmem_dirty_log_stop(&vm->mem);
         if (o->disks)

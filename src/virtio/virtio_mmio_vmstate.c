@@ -36,7 +36,12 @@ static int transport_post_load(void *opaque, uint32_t version_id)
     int r = 0;
 
     pthread_mutex_lock(&vd->lock);
+    /* A kick the source took but had not served, or one in flight, is not in the state: replay
+     * one per queue when the device runs again (a spurious kick only finds nothing to do). */
     vd->pending_kicks = 0;
+    for (unsigned q = 0; q < vd->ops->nqueues && q < VIRTIO_MMIO_MAX_QUEUES; q++)
+        if (vd->vq[q].ready)
+            vd->pending_kicks |= 1u << q;
     vd->reason[0] = '\0';
     if (vd->status & ~VIRTIO_STATUS_ALL || vd->isr & ~(VIRTIO_INT_VRING | VIRTIO_INT_CONFIG)) {
         r = -EINVAL;
