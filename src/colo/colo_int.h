@@ -1,0 +1,26 @@
+/* colo_int.h: what the COLO engine's files share: limits, and the state helpers of colo.c. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "colo/colo.h"
+
+#define RAM_SECTION_ID     1
+#define COLO_IO_TIMEOUT_MS 5000 /* backstop; the heartbeat finds a hung peer much sooner */
+#define COLO_DEVBUF_MAX    (256u << 20)
+#define COLO_START_TIMEOUT 10000
+
+/* Wall-clock microseconds, for logs that are compared with packet captures. */
+unsigned long long colo_unix_us(void);
+/* Unblock a send or receive stuck on the stream (caller holds c->lock). */
+void colo_wake_stream(struct colo *c);
+/* The heartbeat's loss callback: a failover with reason error. */
+void colo_hb_lost(void *opaque, const char *why);
+bool colo_failover_pending(struct colo *c);
+/* COLO_EXIT on the main loop. */
+void colo_report_exit(struct colo *c, enum colo_mode mode, enum colo_reason reason);
+void colo_set_mode_none(struct colo *c, enum colo_mode mode, enum colo_reason reason);
+/* Both of the above. */
+void colo_exit(struct colo *c, enum colo_mode mode, enum colo_reason reason);
+void colo_record_pause(struct colo *c, uint64_t pause_us, uint64_t dirty, uint64_t bytes);
