@@ -243,6 +243,19 @@ int vm_stop(struct vm *vm)
     return 0;
 }
 
+void vm_hold_stopped(struct vm *vm, enum vm_runstate s)
+{
+    bool drop;
+
+    pthread_mutex_lock(&vm->lock);
+    drop = vm->user_paused; /* the user holds one already: ours is not needed */
+    vm->user_paused = true;
+    pthread_mutex_unlock(&vm->lock);
+    if (drop)
+        vm_resume(vm);
+    vm_set_state(vm, s);
+}
+
 int vm_cont(struct vm *vm)
 {
     enum vm_runstate s = vm_get_state(vm);

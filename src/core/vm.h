@@ -123,6 +123,10 @@ struct vm_device *vm_find_device(struct vm *vm, const char *name, uint32_t insta
 int vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 
+/* The caller holds a vm_pause(): hand it over to the user, as if `stop` had been issued (a
+ * later `cont` releases it), and enter state s. */
+void vm_hold_stopped(struct vm *vm, enum vm_runstate s);
+
 /* Run-state transitions; fire hooks.state_changed on the main loop. */
 void vm_set_state(struct vm *vm, enum vm_runstate s);
 enum vm_runstate vm_get_state(struct vm *vm);

@@ -267,20 +267,6 @@ static int wait_loaded(struct outgoing *o)
     return r;
 }
 
-/* The VM stays stopped after a completed migration, as a user `stop` that `cont` can undo. */
-static void hand_pause_to_user(struct vm *vm, enum vm_runstate state)
-{
-    bool drop;
-
-    pthread_mutex_lock(&vm->lock);
-    drop = vm->user_paused;
-    vm->user_paused = true;
-    pthread_mutex_unlock(&vm->lock);
-    if (drop)
-        vm_resume(vm); /* already held by the user: release ours */
-    vm_set_state(vm, state);
-}
-
 static int run_outgoing(struct outgoing *o, int fd)
 {
     struct migration *m = o->m;
@@ -468,8 +454,8 @@ static int run_outgoing(struct outgoing *o, int fd)
     }
     gmem_dirty_log_stop(&vm->mem);
     if (!o->to_file)
-        virtio_blk_unlock_all(vm); /* the guest and its images live on the destination now */
-    hand_pause_to_user(vm, VM_POSTMIGRATE);
+        virtio_blk_unlock_all(vm);       /* the guest and its images live on the destination now */
+    vm_hold_stopped(vm, VM_POSTMIGRATE); /* `cont` can undo it, as after QEMU */
     o->paused = false;
     migration_set_status(m, MIG_COMPLETED);
     r = 0;
