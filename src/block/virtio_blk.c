@@ -268,9 +268,7 @@ static void blk_destroy(void *opaque)
 
 struct virtio_blk *virtio_blk_find(struct vm *vm, uint32_t instance)
 {
-    struct vm_device *d = vm_find_device(vm, blk_ops.name, instance);
-
-    return d ? d->opaque : NULL;
+    return vm_device_state(vm, blk_ops.name, instance);
 }
 
 int virtio_blk_lock_all(struct vm *vm, int timeout_ms)

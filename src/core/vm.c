@@ -15,24 +15,6 @@
 #include "core/loop.h"
 #include "core/vcpu.h"
 
-static const char *const runstate_names[VM_RUNSTATE__MAX] = {
-    [VM_PRELAUNCH] = "prelaunch",
-    [VM_RUNNING] = "running",
-    [VM_PAUSED] = "paused",
-    [VM_SHUTDOWN] = "shutdown",
-    [VM_INMIGRATE] = "inmigrate",
-    [VM_POSTMIGRATE] = "postmigrate",
-    [VM_FINISH_MIGRATE] = "finish-migrate",
-    [VM_COLO] = "colo",
-    [VM_INTERNAL_ERROR] = "internal-error",
-    [VM_RESTORE_VM] = "restore-vm",
-};
-
-const char *vm_runstate_name(enum vm_runstate s)
-{
-    return (unsigned)s < VM_RUNSTATE__MAX ? runstate_names[s] : "unknown";
-}
-
 int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
 {
     int err, api;
@@ -156,6 +138,13 @@ struct vm_device *vm_find_device(struct vm *vm, const char *name, uint32_t insta
         if (vm->devices[i].instance == instance && !strcmp(vm->devices[i].name, name))
             return &vm->devices[i];
     return NULL;
+}
+
+void *vm_device_state(struct vm *vm, const char *name, uint32_t instance)
+{
+    struct vm_device *d = vm_find_device(vm, name, instance);
+
+    return d ? d->opaque : NULL;
 }
 
 int vm_start(struct vm *vm, bool start_paused)

@@ -117,6 +117,8 @@ void vm_shutdown_vcpus(struct vm *vm);
 /* Register a device in the inventory (for reset and migration). */
 int vm_add_device(struct vm *vm, const struct vm_device *dev);
 struct vm_device *vm_find_device(struct vm *vm, const char *name, uint32_t instance);
+/* The state struct (opaque) of that device, or NULL. */
+void *vm_device_state(struct vm *vm, const char *name, uint32_t instance);
 
 /* Pause barrier: every vCPU is out of KVM_RUN (pending I/O completed) when vm_pause returns.
  * Nestable: the vCPUs run again only when every pause has been matched by a resume. */

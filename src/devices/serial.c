@@ -90,9 +90,7 @@ void serial_set_output(struct serial_state *s, int (*fn)(void *, const struct io
 
 struct serial_state *serial_find(struct vm *vm)
 {
-    struct vm_device *d = vm_find_device(vm, "serial", 0);
-
-    return d ? d->opaque : NULL;
+    return vm_device_state(vm, "serial", 0);
 }
 
 static void serial_io(void *opaque, uint64_t off, void *data, uint32_t len, bool is_write)

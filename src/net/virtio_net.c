@@ -365,9 +365,7 @@ static void net_destroy(void *opaque)
 
 struct virtio_net *virtio_net_find(struct vm *vm, uint32_t instance)
 {
-    struct vm_device *d = vm_find_device(vm, net_ops.name, instance);
-
-    return d ? d->opaque : NULL;
+    return vm_device_state(vm, net_ops.name, instance);
 }
 
 void virtio_net_set_output(struct virtio_net *n, const struct net_output *out)

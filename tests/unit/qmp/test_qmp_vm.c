@@ -25,23 +25,6 @@ static struct {
     char exit_reason[32];
 } fake;
 
-const char *vm_runstate_name(enum vm_runstate s)
-{
-    static const char *const names[VM_RUNSTATE__MAX] = {
-        [VM_PRELAUNCH] = "prelaunch",
-        [VM_RUNNING] = "running",
-        [VM_PAUSED] = "paused",
-        [VM_SHUTDOWN] = "shutdown",
-        [VM_INMIGRATE] = "inmigrate",
-        [VM_POSTMIGRATE] = "postmigrate",
-        [VM_FINISH_MIGRATE] = "finish-migrate",
-        [VM_COLO] = "colo",
-        [VM_INTERNAL_ERROR] = "internal-error",
-        [VM_RESTORE_VM] = "restore-vm",
-    };
-    return (unsigned)s < VM_RUNSTATE__MAX ? names[s] : "unknown";
-}
-
 enum vm_runstate vm_get_state(struct vm *vm)
 {
     return vm->state;
