@@ -4,7 +4,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential meson ninja-build pkg-config clang clang-format libclang-rt-14-dev
-  libcmocka-dev libjson-c-dev libzstd-dev libgnutls28-dev
+  libcmocka-dev libjson-c-dev libzstd-dev libgnutls28-dev libunicorn-dev
   python3 python3-pytest
   qemu-system-x86
   iproute2 iputils-ping tcpdump bridge-utils netcat-openbsd

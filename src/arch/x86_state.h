@@ -37,8 +37,6 @@ struct x86_vm_state {
     struct kvm_clock_data clock;
 };
 
-/* Probe which MSRs of KVM's index list this host can both read and write (once per process). */
-int x86_msrs_probe(struct vcpu *v);
 int x86_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s);
 /* Validates before touching the vCPU: a hostile stream must not reach KVM unchecked. */
 int x86_cpu_state_check(const struct x86_cpu_state *s, char *err, size_t errlen);

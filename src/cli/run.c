@@ -27,6 +27,7 @@
 #include "net/virtio_net.h"
 #include "qmp/cmds_migration.h"
 #include "qmp/cmds_colo.h"
+#include "qmp/cmds_accel.h"
 #include "colo/colo.h"
 #include "colo/fault.h"
 #include "qmp/cmds_vm.h"
@@ -40,6 +41,7 @@ struct run_opts {
     const char *qmp;
     const char *incoming;
     const char *colo_fence;
+    struct accel_config accel;
     uint64_t mem;
     long cpus;
     bool paused;
@@ -56,13 +58,17 @@ static void run_usage(FILE *f)
         "Usage: tandem run --kernel FILE [OPTIONS]\n"
         "       tandem run --incoming URI [OPTIONS]\n"
         "\n"
-        "Run a KVM virtual machine that boots a Multiboot (v1) ELF image.\n"
+        "Run a virtual machine that boots a Multiboot (v1) ELF image, on KVM or on tandem's\n"
+        "own x86-64 emulator.\n"
         "\n"
         "  -k, --kernel FILE     Multiboot image to boot (required unless --incoming;\n"
         "                        with --incoming it is used again on a guest reset)\n"
         "  -a, --append CMDLINE  kernel command line (passed as \"FILE CMDLINE\", as QEMU does)\n"
         "  -m, --memory SIZE     guest RAM; suffix K/M/G, bare number = MiB (default 256M)\n"
         "  -c, --cpus N          vCPUs, 1-%d (default 1)\n"
+        "      --accel ENGINE    kvm, emu or auto (default auto: KVM when /dev/kvm opens,\n"
+        "                        else the emulator, said once on stderr); emu,icount=on makes\n"
+        "                        guest time follow the instruction count (deterministic)\n"
         "      --serial BACKEND  COM1: stdio, file:PATH or none (default stdio)\n"
         "      --qmp unix:PATH   QMP control socket (QEMU wire protocol)\n"
         "      --disk path=FILE[,readonly=on]  virtio-blk on a raw image (repeatable)\n"
@@ -83,7 +89,16 @@ static void run_usage(FILE *f)
         VM_MAX_CPUS);
 }
 
-enum { OPT_SERIAL = 256, OPT_QMP, OPT_NO_REBOOT, OPT_INCOMING, OPT_DISK, OPT_NET, OPT_COLO_FENCE };
+enum {
+    OPT_SERIAL = 256,
+    OPT_QMP,
+    OPT_NO_REBOOT,
+    OPT_INCOMING,
+    OPT_DISK,
+    OPT_NET,
+    OPT_COLO_FENCE,
+    OPT_ACCEL
+};
 
 static int parse_opts(int argc, char **argv, struct run_opts *o)
 {
@@ -98,6 +113,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         {"net", required_argument, NULL, OPT_NET},
         {"incoming", required_argument, NULL, OPT_INCOMING},
         {"colo-fence", required_argument, NULL, OPT_COLO_FENCE},
+        {"accel", required_argument, NULL, OPT_ACCEL},
         {"paused", no_argument, NULL, 'S'},
         {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
         {"verbose", no_argument, NULL, 'v'},
@@ -138,6 +154,14 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         case OPT_QMP:
             o->qmp = optarg;
             break;
+        case OPT_ACCEL: {
+            char msg[128];
+            if (accel_parse(optarg, &o->accel, msg, sizeof(msg))) {
+                fprintf(stderr, "tandem run: %s\n", msg);
+                return 2;
+            }
+            break;
+        }
         case OPT_DISK:
         case OPT_NET:
             if (o->ndisks + o->nnets >= (int)VIRTIO_MMIO_SLOTS) {
@@ -297,7 +321,8 @@ int run_main(int argc, char **argv)
         log_err("cannot set up signal handling");
         goto out_loop;
     }
-    cfg = (struct vm_config){.mem_size = m->opts.mem, .ncpus = (int)m->opts.cpus};
+    cfg = (struct vm_config){
+        .mem_size = m->opts.mem, .ncpus = (int)m->opts.cpus, .accel = m->opts.accel};
     if (vm_create(&m->vm, &cfg, m->loop))
         goto out_loop;
     m->vm.boot = machine_boot;
@@ -342,7 +367,8 @@ int run_main(int argc, char **argv)
             fprintf(stderr, "tandem run: --qmp: %s\n", err);
             goto out_vm;
         }
-        if (qmp_register_vm_commands(m->qmp, &m->vm) < 0)
+        if (qmp_register_vm_commands(m->qmp, &m->vm) < 0 ||
+            qmp_register_accel_commands(m->qmp, &m->vm) < 0)
             goto out_qmp;
         qmp_attach_vm_events(m->qmp, &m->vm);
         if (qmp_register_migration_commands(m->qmp, &m->mig) < 0 ||

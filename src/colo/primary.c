@@ -78,7 +78,7 @@ static int primary_checkpoint(struct primary *p)
     t1 = now_ns();
     log_debug("colo: checkpoint %llu paused at %llu", (unsigned long long)p->n, colo_unix_us());
     colo_fault_point("p-paused", p->n);
-    harvested = gmem_dirty_harvest(&p->vm->mem, p->dirty);
+    harvested = vm_dirty_harvest(p->vm, p->dirty);
     dirty_pages = harvested > 0 ? (uint64_t)harvested : 0;
     t2 = now_ns();
     sw_buf_reset(&p->rambuf);
@@ -266,7 +266,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     /* Unprotected from here: everything held goes out, and new output passes straight on. */
     colo_devices_primary_stop(c, m->vm);
     colo_disk_stop(m->vm);
-    gmem_dirty_log_stop(&m->vm->mem);
+    vm_dirty_log_stop(m->vm);
     migration_set_status(m, MIG_COMPLETED);
     pthread_mutex_lock(&c->lock);
     c->fd = -1;

@@ -81,7 +81,7 @@ static int secondary_apply(struct secondary *s, size_t devlen)
     struct stream_reader mr;
     int r;
 
-    /* Devices first (staged vCPU state, inventory devices); then RAM; then KVM. */
+    /* Devices first (staged vCPU state, inventory devices); then RAM; then the engine. */
     pthread_mutex_lock(&s->vm->dev_lock);
     stream_reader_init_buf(&mr, s->devbuf, devlen);
     r = stream_load_segment(s->ld, &mr);

@@ -1,12 +1,9 @@
-/* mem.c: guest RAM in a memfd, its KVM slots, gpa translation, and dirty tracking (KVM log ∪ VMM).
- */
+/* mem.c: guest RAM in a memfd, its slots, gpa translation, and the VMM dirty bitmap. */
 #include "core/mem.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,7 +16,6 @@ int gmem_init(struct guest_mem *m, uint64_t size)
 
     memset(m, 0, sizeof(*m));
     m->memfd = -1;
-    m->vm_fd = -1;
     if (size < (2ULL << 20) || size % PAGE_SIZE)
         return -EINVAL;
     m->memfd = memfd_create("tandem-ram", MFD_CLOEXEC);
@@ -46,8 +42,7 @@ int gmem_init(struct guest_mem *m, uint64_t size)
         m->nslots = 2;
     }
     m->vmm_dirty = calloc(BITMAP_LONGS(m->npages), sizeof(unsigned long));
-    m->kvm_scratch = calloc(BITMAP_LONGS(m->npages), sizeof(unsigned long));
-    if (!m->vmm_dirty || !m->kvm_scratch) {
+    if (!m->vmm_dirty) {
         err = -ENOMEM;
         goto err_map;
     }
@@ -55,7 +50,6 @@ int gmem_init(struct guest_mem *m, uint64_t size)
 
 err_map:
     free(m->vmm_dirty);
-    free(m->kvm_scratch);
     munmap(m->base, size);
     m->base = NULL;
 err_fd:
@@ -71,38 +65,8 @@ void gmem_destroy(struct guest_mem *m)
     if (m->memfd >= 0)
         close(m->memfd);
     free(m->vmm_dirty);
-    free(m->kvm_scratch);
     memset(m, 0, sizeof(*m));
     m->memfd = -1;
-    m->vm_fd = -1;
-}
-
-static int set_slot(struct guest_mem *m, const struct mem_slot *s, bool log)
-{
-    struct kvm_userspace_memory_region r = {
-        .slot = s->slot,
-        .flags = log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-        .guest_phys_addr = s->gpa,
-        .memory_size = s->size,
-        .userspace_addr = (uint64_t)(uintptr_t)(m->base + s->ram_offset),
-    };
-
-    if (ioctl(m->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return -errno;
-    return 0;
-}
-
-int gmem_register(struct guest_mem *m, int vm_fd)
-{
-    m->vm_fd = vm_fd;
-    for (unsigned i = 0; i < m->nslots; i++) {
-        int err = set_slot(m, &m->slots[i], false);
-        if (err) {
-            log_err("mem: KVM_SET_USER_MEMORY_REGION slot %u: %s", i, strerror(-err));
-            return err;
-        }
-    }
-    return 0;
 }
 
 uint64_t gmem_gpa_to_offset(const struct guest_mem *m, uint64_t gpa)
@@ -177,63 +141,11 @@ void gmem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
                           __ATOMIC_RELAXED);
 }
 
-static int set_logging(struct guest_mem *m, bool on)
+long gmem_harvest_vmm(struct guest_mem *m, unsigned long *out)
 {
-    for (unsigned i = 0; i < m->nslots; i++) {
-        int err = set_slot(m, &m->slots[i], on);
-        if (err)
-            return err;
-    }
-    m->logging = on;
-    return 0;
-}
-
-int gmem_dirty_log_start(struct guest_mem *m)
-{
-    if (m->vm_fd < 0)
-        return -ENODEV;
-    if (m->logging)
-        return 0;
-    return set_logging(m, true);
-}
-
-int gmem_dirty_log_stop(struct guest_mem *m)
-{
-    if (m->vm_fd < 0 || !m->logging)
-        return 0;
-    return set_logging(m, false);
-}
-
-long gmem_dirty_harvest(struct guest_mem *m, unsigned long *out)
-{
-    long added = 0;
     uint64_t nlongs = BITMAP_LONGS(m->npages);
+    long added = 0;
 
-    if (m->logging) {
-        for (unsigned i = 0; i < m->nslots; i++) {
-            const struct mem_slot *s = &m->slots[i];
-            uint64_t first = s->ram_offset >> PAGE_SHIFT;
-            uint64_t n = s->size >> PAGE_SHIFT;
-            struct kvm_dirty_log dl = {.slot = s->slot, .dirty_bitmap = m->kvm_scratch};
-
-            memset(m->kvm_scratch, 0, BITMAP_LONGS(n) * sizeof(unsigned long));
-            if (ioctl(m->vm_fd, KVM_GET_DIRTY_LOG, &dl) < 0)
-                return -errno;
-            for (uint64_t w = 0; w < BITMAP_LONGS(n); w++) {
-                unsigned long bits = m->kvm_scratch[w];
-                while (bits) {
-                    uint64_t p = first + w * BITS_PER_LONG + (uint64_t)__builtin_ctzl(bits);
-                    bits &= bits - 1;
-                    if (p >= first + n)
-                        break;
-                    if (!bitmap_test(out, p)) {
-                        bitmap_set(out, p);
-                        added++;
-                    }
-                }
-            }
-        }
-    }
     for (uint64_t w = 0; w < nlongs; w++) {
         unsigned long bits = __atomic_exchange_n(&m->vmm_dirty[w], 0UL, __ATOMIC_ACQ_REL);
         unsigned long fresh = bits & ~out[w];

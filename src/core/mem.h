@@ -1,5 +1,5 @@
-/* mem.h: guest RAM: one memfd, mapped shared, registered in KVM slots; dirty = KVM log ∪ VMM
- * bitmap.
+/* mem.h: guest RAM: one memfd, mapped shared, registered with the engine in slots; dirty = the
+ * engine's log ∪ the VMM bitmap (core/dirty.c).
  *
  * Layout: RAM occupies guest-physical [0, min(size, 3 GiB)); anything above continues at 4 GiB,
  * leaving [3 GiB, 4 GiB) for MMIO (virtio-mmio at 0xFEB00000, IOAPIC, LAPIC).
@@ -18,7 +18,7 @@
 #define MEM_MAX_SLOTS  2
 
 struct mem_slot {
-    uint32_t slot;       /* KVM slot id */
+    uint32_t slot;       /* slot id (KVM's, for that engine) */
     uint64_t gpa;        /* guest-physical start */
     uint64_t size;       /* bytes */
     uint64_t ram_offset; /* offset in the memfd / host mapping */
@@ -31,12 +31,10 @@ struct guest_mem {
     uint64_t npages;
     unsigned nslots;
     struct mem_slot slots[MEM_MAX_SLOTS];
-    int vm_fd; /* -1 until registered */
-    bool logging;
-    /* Pages written by device emulation (one bit per page, by ram offset). Atomic ops only. */
+    bool logging; /* dirty logging is on (vm_dirty_log_start) */
+    /* Pages written by device emulation, and by the emulator's CPU (one bit per page, by ram
+     * offset). Atomic ops only. */
     unsigned long *vmm_dirty;
-    /* Scratch for KVM_GET_DIRTY_LOG, sized for the largest slot. */
-    unsigned long *kvm_scratch;
 };
 
 #define BITS_PER_LONG       (8 * sizeof(unsigned long))
@@ -44,8 +42,6 @@ struct guest_mem {
 
 int gmem_init(struct guest_mem *m, uint64_t size);
 void gmem_destroy(struct guest_mem *m);
-/* Register every slot with KVM (vm_fd). */
-int gmem_register(struct guest_mem *m, int vm_fd);
 
 /* Host pointer for [gpa, gpa+len) or NULL if any byte is outside RAM or the range spans slots.
  * Every guest-supplied address goes through here (or gmem_read/gmem_write). */
@@ -61,12 +57,8 @@ int gmem_write(struct guest_mem *m, uint64_t gpa, const void *buf, size_t len);
 /* Mark [gpa, gpa+len) dirty in the VMM bitmap (for devices that write through gmem_ptr). */
 void gmem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 
-/* Dirty logging: start/stop KVM_MEM_LOG_DIRTY_PAGES on every slot. */
-int gmem_dirty_log_start(struct guest_mem *m);
-int gmem_dirty_log_stop(struct guest_mem *m);
-/* OR the pages dirtied since the last harvest (KVM log ∪ VMM bitmap) into out (npages bits),
- * clearing both sources. Returns the number of newly set bits in out, or -errno. */
-long gmem_dirty_harvest(struct guest_mem *m, unsigned long *out);
+/* OR the VMM bitmap into out (npages bits) and clear it. Returns the newly set bits in out. */
+long gmem_harvest_vmm(struct guest_mem *m, unsigned long *out);
 
 static inline bool bitmap_test(const unsigned long *map, uint64_t bit)
 {

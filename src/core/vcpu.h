@@ -1,7 +1,6 @@
-/* vcpu.h: one thread per vCPU running the KVM_RUN loop and dispatching exits to the buses. */
+/* vcpu.h: one thread per vCPU running the engine's run loop and dispatching exits to the buses. */
 #pragma once
 
-#include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -11,20 +10,19 @@ struct vm;
 struct vcpu {
     struct vm *vm;
     int id;
-    int fd;
-    struct kvm_run *run;
+    void *accel_vcpu; /* the engine's own vCPU record */
     pthread_t thread;
     bool thread_started;
     bool parked;
-    /* Last exit was I/O or MMIO whose instruction completes on the next KVM_RUN. */
-    bool io_pending;
     uint64_t exits; /* statistics */
 };
 
 int vcpu_create(struct vm *vm, int id, struct vcpu **out);
 void vcpu_destroy(struct vcpu *v);
 int vcpu_start_thread(struct vcpu *v);
-/* Kick the vCPU out of KVM_RUN (immediate_exit + signal). Caller holds vm->lock. */
+/* Make the vCPU leave its engine soon. Caller holds vm->lock. */
 void vcpu_kick(struct vcpu *v);
-/* Reset registers to the power-on state (used by system_reset before the loader runs again). */
-int vcpu_reset_regs(struct vcpu *v);
+/* Port I/O and MMIO to the buses: from the common loop (KVM exits) and from inside an emulated
+ * instruction (emu). Unmapped accesses read all-ones and are logged at debug level. */
+void vcpu_pio(struct vcpu *v, uint16_t port, void *data, uint32_t size, bool is_write);
+void vcpu_mmio(struct vcpu *v, uint64_t gpa, void *data, uint32_t len, bool is_write);

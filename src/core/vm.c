@@ -1,26 +1,23 @@
-/* vm.c: VM lifetime (KVM fds, RAM, vCPUs), device inventory, run state and guest-driven events. */
+/* vm.c: VM lifetime (engine, RAM, vCPUs), device inventory, run state and guest-driven events. */
 #include "core/vm.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
-#include "arch/x86.h"
+#include "accel/accel.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vcpu.h"
 
 int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
 {
-    int err, api;
+    const struct accel_ops *ops;
+    int err;
 
     memset(vm, 0, sizeof(*vm));
-    vm->kvm_fd = vm->vm_fd = -1;
     vm->loop = loop;
     atomic_init(&vm->exit_status, -1);
     pthread_mutex_init(&vm->lock, NULL);
@@ -35,39 +32,21 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
         log_err("vm: --cpus must be between 1 and %d", VM_MAX_CPUS);
         return -EINVAL;
     }
-    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (vm->kvm_fd < 0) {
-        err = -errno;
-        log_err("vm: cannot open /dev/kvm: %s", strerror(errno));
+    ops = accel_select(&cfg->accel);
+    if (!ops)
+        return -ENODEV;
+    vm->accel_cfg = cfg->accel;
+    err = ops->vm_init(vm, &cfg->accel);
+    if (err)
         goto err;
-    }
-    api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
-    if (api != KVM_API_VERSION) {
-        err = -ENOTSUP;
-        log_err("vm: KVM API version %d, expected %d", api, KVM_API_VERSION);
-        goto err;
-    }
-    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-    if (vm->vm_fd < 0) {
-        err = -errno;
-        log_err("vm: KVM_CREATE_VM: %s", strerror(errno));
-        goto err;
-    }
-    vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-    if (vm->vcpu_mmap_size <= 0) {
-        err = -EINVAL;
-        goto err;
-    }
+    vm->accel = ops;
     err = gmem_init(&vm->mem, cfg->mem_size);
     if (err) {
         log_err("vm: cannot allocate %llu bytes of guest RAM: %s",
                 (unsigned long long)cfg->mem_size, strerror(-err));
         goto err;
     }
-    err = gmem_register(&vm->mem, vm->vm_fd);
-    if (err)
-        goto err;
-    err = x86_vm_init(vm);
+    err = ops->mem_register(vm);
     if (err)
         goto err;
     vm->ncpus = cfg->ncpus;
@@ -81,6 +60,13 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
 err:
     vm_destroy(vm);
     return err;
+}
+
+int vm_irq_line(struct vm *vm, uint32_t gsi, int level)
+{
+    if (!vm->accel)
+        return 0;
+    return vm->accel->irq_line(vm, gsi, level);
 }
 
 void vm_shutdown_vcpus(struct vm *vm)
@@ -112,14 +98,13 @@ void vm_destroy(struct vm *vm)
         vcpu_destroy(vm->vcpus[i]);
         vm->vcpus[i] = NULL;
     }
+    vm->ncpus = 0;
+    if (vm->accel)
+        vm->accel->vm_destroy(vm);
+    vm->accel = NULL;
     gmem_destroy(&vm->mem);
     bus_destroy(&vm->pio);
     bus_destroy(&vm->mmio);
-    if (vm->vm_fd >= 0)
-        close(vm->vm_fd);
-    if (vm->kvm_fd >= 0)
-        close(vm->kvm_fd);
-    vm->vm_fd = vm->kvm_fd = -1;
 }
 
 int vm_add_device(struct vm *vm, const struct vm_device *dev)
@@ -278,7 +263,7 @@ int vm_system_reset(struct vm *vm)
         if (vm->devices[i].reset)
             vm->devices[i].reset(vm->devices[i].opaque);
     for (int i = 0; i < vm->ncpus && !err; i++)
-        err = x86_vcpu_reset(vm->vcpus[i]);
+        err = vm->accel->vcpu_reset(vm->vcpus[i]);
     if (!err && vm->boot)
         err = vm->boot(vm, vm->boot_opaque);
     vm_resume(vm);

@@ -1,7 +1,8 @@
-/* vm.h: the virtual machine: KVM fds, RAM, vCPUs, buses, devices, run state and the pause barrier.
+/* vm.h: the virtual machine: its engine (accel/), RAM, vCPUs, buses, devices, run state and the
+ * pause barrier.
  *
  * Threads: the main loop owns run-state changes requested over QMP; each vCPU runs its own
- * KVM_RUN loop; migration/COLO threads pause and resume through the same barrier. Guest events
+ * engine run loop; migration/COLO threads pause and resume through the same barrier. Guest events
  * (debug-exit, reset, triple fault) are posted to the main loop with loop_call().
  */
 #pragma once
@@ -11,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "accel/accel.h"
 #include "core/bus.h"
 #include "core/mem.h"
 
@@ -59,12 +61,14 @@ struct vm_hooks {
 struct vm_config {
     uint64_t mem_size;
     int ncpus;
+    struct accel_config accel;
 };
 
 struct vm {
-    int kvm_fd;
-    int vm_fd;
-    int vcpu_mmap_size;
+    /* The CPU engine; NULL only in unit tests that build a VM by hand (no vCPUs, no lines). */
+    const struct accel_ops *accel;
+    void *accel_vm; /* the engine's own VM record */
+    struct accel_config accel_cfg;
     struct guest_mem mem;
     struct bus pio;
     struct bus mmio;
@@ -105,7 +109,8 @@ struct vm {
     char internal_error[256];
 };
 
-/* Create KVM VM, RAM, irqchip, PIT, buses and vCPUs (threads not started). */
+/* Choose the engine, create its VM, RAM, interrupt controllers, buses and vCPUs (threads not
+ * started). */
 int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop);
 void vm_destroy(struct vm *vm);
 
@@ -120,7 +125,7 @@ struct vm_device *vm_find_device(struct vm *vm, const char *name, uint32_t insta
 /* The state struct (opaque) of that device, or NULL. */
 void *vm_device_state(struct vm *vm, const char *name, uint32_t instance);
 
-/* Pause barrier: every vCPU is out of KVM_RUN (pending I/O completed) when vm_pause returns.
+/* Pause barrier: every vCPU is out of its engine (pending I/O completed) when vm_pause returns.
  * Nestable: the vCPUs run again only when every pause has been matched by a resume. */
 int vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
@@ -139,6 +144,16 @@ int vm_cont(struct vm *vm); /* paused -> running (RESUME) */
 int vm_system_reset(struct vm *vm);
 /* Ask the main loop to end the process with status (guest debug-exit or QMP quit). */
 void vm_request_exit(struct vm *vm, int status, const char *reason);
+/* Interrupt line (IOAPIC pin gsi) to level through the engine; a no-op without one. */
+int vm_irq_line(struct vm *vm, uint32_t gsi, int level);
+
+/* Dirty logging (core/dirty.c): the engine's log of CPU writes ∪ the VMM bitmap of device
+ * writes. harvest ORs the pages dirtied since the last harvest into out (npages bits, by RAM
+ * offset), clearing both sources; returns the newly set bits or -errno. */
+int vm_dirty_log_start(struct vm *vm);
+int vm_dirty_log_stop(struct vm *vm);
+long vm_dirty_harvest(struct vm *vm, unsigned long *out);
+
 /* From a vCPU thread: the guest asked for a reset (triple fault, port 0xcf9, 0x64). */
 void vm_request_reset(struct vm *vm);
 /* From a vCPU thread: the guest did something we cannot emulate. */

@@ -3,11 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -32,17 +30,14 @@
 static void serial_update_irq(struct serial_state *s)
 {
     uint8_t iir = UART_IIR_NO;
-    struct kvm_irq_level irq;
 
     if ((s->ier & UART_IER_RDI) && (s->lsr & UART_LSR_DR))
         iir = UART_IIR_RDI;
     else if ((s->ier & UART_IER_THRI) && s->thr_ipending)
         iir = UART_IIR_THRI;
     s->iir = (uint8_t)((s->iir & 0xf0) | iir);
-    irq.irq = (uint32_t)s->irq;
-    irq.level = iir != UART_IIR_NO;
-    if (s->vm && s->vm->vm_fd >= 0)
-        ioctl(s->vm->vm_fd, KVM_IRQ_LINE, &irq);
+    if (s->vm)
+        vm_irq_line(s->vm, (uint32_t)s->irq, iir != UART_IIR_NO);
 }
 
 static void serial_out_byte(struct serial_state *s, uint8_t c)

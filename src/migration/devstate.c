@@ -8,7 +8,7 @@
 #include "core/log.h"
 #include "core/vcpu.h"
 
-/* KVM ABI structs travel as their x86 bytes: both ends are x86 KVM hosts. */
+/* The state record (KVM ABI structs) travels as its x86 bytes, whichever engine made it. */
 static int raw_put(struct stream_writer *sw, const void *field, size_t size)
 {
     sw_put_bytes(sw, field, size);

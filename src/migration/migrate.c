@@ -317,13 +317,13 @@ static int run_outgoing(struct outgoing *o, int fd)
         o->paused = true;
         t_pause = now_ns();
     }
-    r = gmem_dirty_log_start(&vm->mem);
+    r = vm_dirty_log_start(vm);
     if (r) {
         migration_set_error(m, "cannot start dirty logging: %s", strerror(-r));
         goto out;
     }
     memset(o->dirty, 0xff, BITMAP_LONGS(o->npages) * sizeof(unsigned long));
-    dirty = gmem_dirty_harvest(&vm->mem, o->dirty); /* clears the logs: round 1 is everything */
+    dirty = vm_dirty_harvest(vm, o->dirty); /* clears the logs: round 1 is everything */
     /* ...except what the guest never touched: memfd holes read as zero on both sides (the
      * destination's RAM is fresh), and reading them would only allocate them. */
     skip_holes(vm, o->dirty);
@@ -352,7 +352,7 @@ static int run_outgoing(struct outgoing *o, int fd)
         iters++;
         ns = now_ns() - o->iter_start_ns;
         bytes = sw_offset(&o->sw) - o->iter_start_bytes;
-        dirty = gmem_dirty_harvest(&vm->mem, o->dirty);
+        dirty = vm_dirty_harvest(vm, o->dirty);
         if (dirty < 0) {
             r = (int)dirty;
             goto out;
@@ -398,7 +398,7 @@ static int run_outgoing(struct outgoing *o, int fd)
     dev_locked = true;
     vm_set_state(vm, VM_FINISH_MIGRATE);
     migration_set_status(m, MIG_DEVICE);
-    dirty = gmem_dirty_harvest(&vm->mem, o->dirty);
+    dirty = vm_dirty_harvest(vm, o->dirty);
     if (dirty < 0) {
         r = (int)dirty;
         goto out;
@@ -452,7 +452,7 @@ static int run_outgoing(struct outgoing *o, int fd)
         o->paused = false; /* COLO resumed the VM and owns it now */
         goto out;
     }
-    gmem_dirty_log_stop(&vm->mem);
+    vm_dirty_log_stop(vm);
     if (!o->to_file)
         virtio_blk_unlock_all(vm);       /* the guest and its images live on the destination now */
     vm_hold_stopped(vm, VM_POSTMIGRATE); /* `cont` can undo it, as after QEMU */
@@ -467,7 +467,7 @@ out:
     if (dev_locked)
         pthread_mutex_unlock(&vm->dev_lock);
     if (r) {
-        gmem_dirty_log_stop(&vm->mem);
+        vm_dirty_log_stop(vm);
         if (o->disks)
             colo_disk_stop(vm);
         if (o->paused) {

@@ -1,13 +1,12 @@
 /* virtio_events.c: virtio-mmio signalling: kicks in (ioeventfd, else MMIO exits), interrupts out
- * (irqfd with resampling, else KVM_IRQ_LINE), and stop/cont of both around checkpoints. */
+ * (irqfd with resampling, else an interrupt line), and stop/cont of both around checkpoints.
+ * Both go through the engine (accel/), whichever it is. */
 #include "virtio/virtio_events.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -19,10 +18,10 @@
 
 static void irq_line(struct virtio_mmio *vd, uint32_t level)
 {
-    struct kvm_irq_level irq = {.irq = vd->gsi, .level = level};
+    int r = vm_irq_line(vd->vm, vd->gsi, (int)level);
 
-    if (ioctl(vd->vm->vm_fd, KVM_IRQ_LINE, &irq) < 0)
-        log_warn("%s@%u: KVM_IRQ_LINE %u: %s", vd->ops->name, vd->slot, vd->gsi, strerror(errno));
+    if (r < 0)
+        log_warn("%s@%u: interrupt line %u: %s", vd->ops->name, vd->slot, vd->gsi, strerror(-r));
 }
 
 static void irqfd_signal(struct virtio_mmio *vd)
@@ -50,7 +49,7 @@ void virtio_irq_raise(struct virtio_mmio *vd, uint32_t bit)
     }
 }
 
-/* InterruptStatus went down (ACK, reset). With resampling, KVM lowers the line at EOI. */
+/* InterruptStatus went down (ACK, reset). With resampling, the engine lowers the line at EOI. */
 void virtio_irq_lowered(struct virtio_mmio *vd)
 {
     if (vd->irq_mode == VIRTIO_IRQ_LINE && !vd->isr)
@@ -65,7 +64,8 @@ void virtio_irq_sync(struct virtio_mmio *vd)
         irqfd_signal(vd); /* stopped: cont raises it */
 }
 
-/* The guest EOIed our level interrupt; KVM lowered the line. Raise it again if still pending. */
+/* The guest EOIed our level interrupt; the engine lowered the line. Raise it again if still
+ * pending. */
 static void on_resample(void *opaque, uint32_t events)
 {
     struct virtio_mmio *vd = opaque;
@@ -95,24 +95,17 @@ static void on_kick(void *opaque, uint32_t events)
 
 static int ioeventfd(struct virtio_mmio *vd, struct virtio_kick *k, bool assign)
 {
-    struct kvm_ioeventfd io = {
-        .datamatch = k->q,
-        .addr = vd->base + VIRTIO_MMIO_QUEUE_NOTIFY,
-        .len = 4,
-        .fd = k->fd,
-        .flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
-    };
-
-    return ioctl(vd->vm->vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
+    return vd->vm->accel->ioeventfd(vd->vm, vd->base + VIRTIO_MMIO_QUEUE_NOTIFY, 4, k->q, k->fd,
+                                    assign);
 }
 
-/* One eventfd per queue, matched on the queue index. Without one (no KVM, no loop, or the ioctl
- * failed) the notify write exits to the vCPU thread and the bus handler serves it. */
+/* One eventfd per queue, matched on the queue index. Without one (no engine, no loop, or the
+ * engine has none) the notify write reaches the bus on the vCPU thread. */
 static int setup_kicks(struct virtio_mmio *vd)
 {
     struct vm *vm = vd->vm;
 
-    if (vm->vm_fd < 0 || !vm->loop)
+    if (!vm->accel || !vm->loop)
         return 0;
     for (unsigned q = 0; q < vd->ops->nqueues; q++) {
         struct virtio_kick *k = &vd->kicks[q];
@@ -123,8 +116,9 @@ static int setup_kicks(struct virtio_mmio *vd)
             return -errno;
         r = ioeventfd(vd, k, true);
         if (r) {
-            log_warn("%s@%u: KVM_IOEVENTFD: %s; queue %u kicks take MMIO exits", vd->ops->name,
-                     vd->slot, strerror(-r), q);
+            if (r != -ENOSYS)
+                log_warn("%s@%u: ioeventfd: %s; queue %u kicks take MMIO exits", vd->ops->name,
+                         vd->slot, strerror(-r), q);
             close(k->fd);
             k->fd = -1;
             continue;
@@ -139,23 +133,16 @@ static int setup_kicks(struct virtio_mmio *vd)
 
 static int irqfd(struct virtio_mmio *vd, bool assign)
 {
-    struct kvm_irqfd f = {
-        .fd = (uint32_t)vd->irq_fd,
-        .gsi = vd->gsi,
-        .flags = assign ? KVM_IRQFD_FLAG_RESAMPLE : KVM_IRQFD_FLAG_DEASSIGN,
-        .resamplefd = assign ? (uint32_t)vd->resample_fd : 0,
-    };
-
-    return ioctl(vd->vm->vm_fd, KVM_IRQFD, &f) < 0 ? -errno : 0;
+    return vd->vm->accel->irqfd(vd->vm, vd->gsi, vd->irq_fd, vd->resample_fd, assign);
 }
 
-/* A level-triggered line through irqfd with resampling; KVM_IRQ_LINE if that is unavailable. */
+/* A level-triggered line through irqfd with resampling; a plain line if that is unavailable. */
 static int setup_irq(struct virtio_mmio *vd)
 {
     struct vm *vm = vd->vm;
     int r;
 
-    if (vm->vm_fd < 0) {
+    if (!vm->accel) {
         vd->irq_mode = VIRTIO_IRQ_NONE;
         return 0;
     }
@@ -168,8 +155,9 @@ static int setup_irq(struct virtio_mmio *vd)
         return -errno;
     r = irqfd(vd, true);
     if (r) {
-        log_warn("%s@%u: KVM_IRQFD (resample) on GSI %u: %s; using KVM_IRQ_LINE", vd->ops->name,
-                 vd->slot, vd->gsi, strerror(-r));
+        if (r != -ENOSYS)
+            log_warn("%s@%u: irqfd (resample) on GSI %u: %s; using the line", vd->ops->name,
+                     vd->slot, vd->gsi, strerror(-r));
         close(vd->irq_fd);
         close(vd->resample_fd);
         vd->irq_fd = vd->resample_fd = -1;

@@ -92,16 +92,16 @@ struct virtio_device_ops {
 };
 
 enum virtio_irq_mode {
-    VIRTIO_IRQ_NONE = 0, /* no KVM (unit tests): only isr and irq_count change */
+    VIRTIO_IRQ_NONE = 0, /* no engine (unit tests): only isr and irq_count change */
     VIRTIO_IRQ_RESAMPLE, /* irqfd + resamplefd: a level line, re-raised after EOI while isr != 0 */
-    VIRTIO_IRQ_LINE,     /* KVM_IRQ_LINE: level follows isr != 0 (no main loop, or no irqfd) */
+    VIRTIO_IRQ_LINE,     /* a line: level follows isr != 0 (no main loop, or no irqfd) */
 };
 
 struct virtio_kick {
     struct virtio_mmio *vd;
     unsigned q;
     int fd;         /* eventfd, -1 if none */
-    bool ioeventfd; /* registered with KVM on QueueNotify, datamatch q */
+    bool ioeventfd; /* registered with the engine on QueueNotify, datamatch q */
 };
 
 struct virtio_mmio {
@@ -153,7 +153,7 @@ extern const struct vmstate_desc virtio_mmio_vmsd;
  * free slot) or -errno. */
 int virtio_mmio_init(struct virtio_mmio *vd, struct vm *vm, const struct virtio_device_ops *ops,
                      void *opaque);
-/* Undo init (KVM registrations, loop watches, fds, bus slot). Safe on a failed init. */
+/* Undo init (engine registrations, loop watches, fds, bus slot). Safe on a failed init. */
 void virtio_mmio_uninit(struct virtio_mmio *vd);
 
 /* Inventory entry for a virtio device: the transport's reset wraps ops->reset. */

@@ -10,7 +10,7 @@ int fake_vm_init(struct vm *vm, uint64_t mem_size)
 {
     memset(vm, 0, sizeof(*vm));
     pthread_mutex_init(&vm->dev_lock, NULL);
-    vm->kvm_fd = vm->vm_fd = -1;
+    vm->accel = NULL;
     bus_init(&vm->pio, "pio", 0x10000);
     bus_init(&vm->mmio, "mmio", 0);
     return gmem_init(&vm->mem, mem_size);

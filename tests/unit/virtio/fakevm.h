@@ -7,7 +7,7 @@
 #include "core/vm.h"
 #include "ring.h"
 
-/* RAM only; vm_fd = -1 and no loop, so kicks take the MMIO path and interrupts only count. */
+/* RAM only; no engine and no loop, so kicks take the MMIO path and interrupts only count. */
 int fake_vm_init(struct vm *vm, uint64_t mem_size);
 /* Destroy the devices (reverse order), the buses and RAM. */
 void fake_vm_destroy(struct vm *vm);
