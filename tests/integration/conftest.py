@@ -1,4 +1,4 @@
-"""conftest.py: fixtures for tandem's integration tests: binaries, guests, KVM gating, processes."""
+"""conftest.py: fixtures for tandem's integration tests: binaries, guests, the engine, processes."""
 import os
 import pathlib
 import shutil
@@ -19,32 +19,49 @@ def pytest_configure(config):
 
 
 def _need(what: str, ok: bool):
+    """Skip when what is missing; under TANDEM_REQUIRE_GUESTS=1 (CI) a missing what fails."""
     if ok:
         return
-    if os.environ.get("TANDEM_REQUIRE_KVM") == "1":
-        pytest.fail(f"{what} is required (TANDEM_REQUIRE_KVM=1) but not available")
+    if os.environ.get("TANDEM_REQUIRE_GUESTS") == "1":
+        pytest.fail(f"{what} is required (TANDEM_REQUIRE_GUESTS=1) but not available")
     pytest.skip(f"{what} not available")
+
+
+def kvm_present() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def _engine() -> str:
+    """The engine guests boot on: TANDEM_ACCEL, else KVM where /dev/kvm opens, else the emulator.
+    It is always named on tandem's command line, so no test runs on a silent fallback."""
+    return os.environ.get("TANDEM_ACCEL") or ("kvm" if kvm_present() else "emu")
 
 
 @pytest.fixture(scope="session")
 def env() -> Env:
     build = pathlib.Path(os.environ.get("TANDEM_BUILD", ROOT / "build"))
     guests = pathlib.Path(os.environ.get("TANDEM_GUESTS", build / "guests"))
-    e = Env(root=ROOT, tandem=build / "tandem", guests=guests)
+    e = Env(root=ROOT, tandem=build / "tandem", guests=guests, accel=_engine())
     assert e.tandem.exists(), f"{e.tandem} not built"
     return e
 
 
+def pytest_report_header(config):
+    return f"tandem engine for guests: {_engine()} (/dev/kvm {'present' if kvm_present() else 'absent'})"
+
+
 @pytest.fixture
-def kvm(env):
-    _need("/dev/kvm", os.access("/dev/kvm", os.R_OK | os.W_OK))
+def vmenv(env):
+    """A test that boots a guest: it runs on env.accel (kvm, or emu without /dev/kvm)."""
+    if env.accel == "kvm":
+        _need("/dev/kvm", kvm_present())
     return env
 
 
 @pytest.fixture
-def qemu(kvm):
+def qemu(vmenv):
     _need("qemu-system-x86_64", shutil.which("qemu-system-x86_64") is not None)
-    return kvm
+    return vmenv
 
 
 @pytest.fixture

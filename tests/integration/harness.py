@@ -17,6 +17,13 @@ class Env:
     root: pathlib.Path
     tandem: pathlib.Path
     guests: pathlib.Path
+    accel: str = "auto"  # tandem's --accel for every guest run
+
+    def qemu_accel(self) -> list:
+        """QEMU's engine on the same host: KVM with tandem on KVM, else TCG."""
+        if self.accel == "kvm":
+            return ["-enable-kvm", "-cpu", "host,-arch-capabilities"]
+        return ["-accel", "tcg", "-cpu", "max"]
 
     def guest(self, name: str) -> pathlib.Path:
         p = self.guests / f"{name}.elf"
@@ -177,7 +184,7 @@ def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, envir
                netns=None, **kw) -> Proc:
     """Start `tandem run` on a guest; environ adds variables to the child's environment; netns
     runs it inside that network namespace."""
-    argv = [env.tandem, "run", "--kernel", env.guest(guest)]
+    argv = [env.tandem, "run", "--kernel", env.guest(guest), "--accel", env.accel]
     if netns:
         argv = ["ip", "netns", "exec", netns] + argv
     if append:
@@ -192,8 +199,7 @@ def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, envir
 
 
 def qemu_run(env: Env, guest: str, append: str = "", mem: str = "256", procs=None) -> Proc:
-    argv = ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host,-arch-capabilities", "-m", mem,
-            "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+    argv = ["qemu-system-x86_64"] + env.qemu_accel() + ["-m", mem, "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
             "-kernel", env.guest(guest), "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
     if append:
         argv += ["-append", append]

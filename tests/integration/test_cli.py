@@ -34,14 +34,14 @@ def test_missing_kernel_file(env):
     assert r.returncode == 2 and "/nonexistent/k.elf" in r.stderr
 
 
-def test_malformed_kernel_rejected(env, kvm, tmp_path):
+def test_malformed_kernel_rejected(env, vmenv, tmp_path):
     bad = tmp_path / "bad.elf"
     bad.write_bytes(b"\x7fELF" + b"\x00" * 200)
     r = run(env, "run", "--kernel", bad)
     assert r.returncode == 1 and "multiboot" in r.stderr.lower()
 
 
-def test_serial_to_file(env, kvm, tmp_path):
+def test_serial_to_file(env, vmenv, tmp_path):
     out = tmp_path / "serial.log"
     r = run(env, "run", "--kernel", env.guest("hello"), "--serial", f"file:{out}")
     assert r.returncode == 0

@@ -6,8 +6,8 @@ from colo_pair import Pair
 from harness import ticks
 
 
-def test_pair_enters_colo_and_checkpoints(kvm, procs):
-    p = Pair(kvm, procs)
+def test_pair_enters_colo_and_checkpoints(vmenv, procs):
+    p = Pair(vmenv, procs)
     p.pri.wait_for(r"tick \d+ chain=")
     p.start()
     st = p.wait_checkpoints(5)
@@ -22,8 +22,8 @@ def test_pair_enters_colo_and_checkpoints(kvm, procs):
     assert "CORRUPT" not in p.pri.text
 
 
-def test_kill_primary_secondary_takes_over(kvm, procs):
-    p = Pair(kvm, procs)
+def test_kill_primary_secondary_takes_over(vmenv, procs):
+    p = Pair(vmenv, procs)
     p.start()
     p.wait_checkpoints(5)
     last_pri = max(ticks(p.pri.text) or [0])
@@ -43,8 +43,8 @@ def test_kill_primary_secondary_takes_over(kvm, procs):
     assert min(t) >= last_pri - 4096 * 20 or not last_pri
 
 
-def test_kill_secondary_primary_continues(kvm, procs):
-    p = Pair(kvm, procs)
+def test_kill_secondary_primary_continues(vmenv, procs):
+    p = Pair(vmenv, procs)
     p.start()
     p.wait_checkpoints(3)
     p.sec.kill(signal.SIGKILL)
@@ -57,8 +57,8 @@ def test_kill_secondary_primary_continues(kvm, procs):
     assert "CORRUPT" not in p.pri.text
 
 
-def test_lost_heartbeat_request_on_secondary(kvm, procs):
-    p = Pair(kvm, procs)
+def test_lost_heartbeat_request_on_secondary(vmenv, procs):
+    p = Pair(vmenv, procs)
     p.start()
     p.wait_checkpoints(3)
     p.pri.kill(signal.SIGSTOP)  # a hung primary: only the timeout can find it
@@ -71,8 +71,8 @@ def test_lost_heartbeat_request_on_secondary(kvm, procs):
         p.pri.kill(signal.SIGKILL)
 
 
-def test_x_colo_lost_heartbeat_on_primary(kvm, procs):
-    p = Pair(kvm, procs)
+def test_x_colo_lost_heartbeat_on_primary(vmenv, procs):
+    p = Pair(vmenv, procs)
     p.start()
     p.wait_checkpoints(3)
     p.pq.cmd("x-colo-lost-heartbeat")
@@ -82,15 +82,15 @@ def test_x_colo_lost_heartbeat_on_primary(kvm, procs):
     p.pri.wait_for(r"tick \d+ chain=", start=n)
 
 
-def test_colo_refused_without_capability_on_secondary(kvm, procs):
+def test_colo_refused_without_capability_on_secondary(vmenv, procs):
     from harness import QMP, tandem_run, tmpdir
     from colo_pair import free_port
     d = tmpdir()
     port = free_port()
-    sec = tandem_run(kvm, "counter", "--incoming", f"tcp:127.0.0.1:{port}", "--qmp",
+    sec = tandem_run(vmenv, "counter", "--incoming", f"tcp:127.0.0.1:{port}", "--qmp",
                      f"unix:{d}/s.sock", procs=procs)
     QMP(d / "s.sock")
-    pri = tandem_run(kvm, "counter", "--qmp", f"unix:{d}/p.sock", procs=procs)
+    pri = tandem_run(vmenv, "counter", "--qmp", f"unix:{d}/p.sock", procs=procs)
     pq = QMP(d / "p.sock")
     pq.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "x-colo", "state": True}]})
     pq.cmd("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
@@ -101,7 +101,7 @@ def test_colo_refused_without_capability_on_secondary(kvm, procs):
     pri.wait_for(r"tick \d+ chain=", start=n)
 
 
-def test_initial_disk_sync_copies_only_what_differs(kvm, procs, tmp_path):
+def test_initial_disk_sync_copies_only_what_differs(vmenv, procs, tmp_path):
     import hashlib
     import os
     pri_img, sec_img = tmp_path / "pri.img", tmp_path / "sec.img"
@@ -110,7 +110,7 @@ def test_initial_disk_sync_copies_only_what_differs(kvm, procs, tmp_path):
     data[0:65536] = bytes(65536)        # chunk 0 differs
     data[(5 << 20) + 7] ^= 0xFF         # and one byte deep inside chunk 80
     sec_img.write_bytes(data)
-    p = Pair(kvm, procs, pri_extra=("--disk", f"path={pri_img}"),
+    p = Pair(vmenv, procs, pri_extra=("--disk", f"path={pri_img}"),
              sec_extra=("--disk", f"path={sec_img}"),
              pri_env={"TANDEM_LOG": "info"})
     p.start()
@@ -120,11 +120,11 @@ def test_initial_disk_sync_copies_only_what_differs(kvm, procs, tmp_path):
     assert h(pri_img) == h(sec_img)
 
 
-def test_disk_size_mismatch_fails_cleanly(kvm, procs, tmp_path):
+def test_disk_size_mismatch_fails_cleanly(vmenv, procs, tmp_path):
     pri_img, sec_img = tmp_path / "pri.img", tmp_path / "sec.img"
     pri_img.write_bytes(bytes(4 << 20))
     sec_img.write_bytes(bytes(2 << 20))
-    p = Pair(kvm, procs, pri_extra=("--disk", f"path={pri_img}"),
+    p = Pair(vmenv, procs, pri_extra=("--disk", f"path={pri_img}"),
              sec_extra=("--disk", f"path={sec_img}"))
     p.pq.cmd("migrate", {"uri": p.uri})
     Pair.wait_status(p.pq, "failed")
@@ -133,11 +133,11 @@ def test_disk_size_mismatch_fails_cleanly(kvm, procs, tmp_path):
     p.pri.wait_for(r"tick \d+ chain=", start=n)
 
 
-def test_protocol_conformance_recorded_exchange(kvm, procs):
+def test_protocol_conformance_recorded_exchange(vmenv, procs):
     """Both sides' message logs show the seven codes in the seeds' order, checkpoint after
     checkpoint."""
     dbg = {"TANDEM_LOG": "debug"}
-    p = Pair(kvm, procs, pri_env=dbg, sec_env=dbg)
+    p = Pair(vmenv, procs, pri_env=dbg, sec_env=dbg)
     p.start()
     p.wait_checkpoints(5)
     p.wait_checkpoints(5, q=p.sq)

@@ -43,39 +43,39 @@ def assert_primary_alone(p):
 
 
 @pytest.mark.parametrize("point", PRIMARY_POINTS)
-def test_kill_primary_at(kvm, procs, point):
-    p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": f"{point}:3:kill"})
+def test_kill_primary_at(vmenv, procs, point):
+    p = Pair(vmenv, procs, pri_env={"TANDEM_COLO_FAULT": f"{point}:3:kill"})
     p.start(wait=False)
     assert p.pri.wait(60) == 137
     assert_secondary_took_over(p)
 
 
 @pytest.mark.parametrize("point", SECONDARY_POINTS)
-def test_kill_secondary_at(kvm, procs, point):
-    p = Pair(kvm, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:kill"})
+def test_kill_secondary_at(vmenv, procs, point):
+    p = Pair(vmenv, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:kill"})
     p.start(wait=False)
     assert p.sec.wait(60) == 137
     assert_primary_alone(p)
 
 
 @pytest.mark.parametrize("point", SECONDARY_POINTS)
-def test_hang_secondary_at(kvm, procs, point):
-    p = Pair(kvm, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
+def test_hang_secondary_at(vmenv, procs, point):
+    p = Pair(vmenv, procs, sec_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
     p.start(wait=False)
     assert_primary_alone(p)
 
 
 @pytest.mark.parametrize("point", ["p-after-request", "p-mid-ram", "p-after-received"])
-def test_hang_primary_at(kvm, procs, point):
-    p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
+def test_hang_primary_at(vmenv, procs, point):
+    p = Pair(vmenv, procs, pri_env={"TANDEM_COLO_FAULT": f"{point}:3:hang"})
     p.start(wait=False)
     assert_secondary_took_over(p)
 
 
 @pytest.mark.parametrize("fault", ["p-before-send:4:corrupt", "p-before-size:4:corrupt",
                                    "p-before-request:4:badmsg", "p-mid-devbuf:4:truncate"])
-def test_bad_checkpoint_rejected_then_takeover_from_last_good(kvm, procs, fault):
-    p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": fault})
+def test_bad_checkpoint_rejected_then_takeover_from_last_good(vmenv, procs, fault):
+    p = Pair(vmenv, procs, pri_env={"TANDEM_COLO_FAULT": fault})
     p.start(wait=False)
     # both sides report it
     pe = p.pq.wait_event("COLO_EXIT", timeout=30)
@@ -96,27 +96,27 @@ def test_bad_checkpoint_rejected_then_takeover_from_last_good(kvm, procs, fault)
     assert "CORRUPT" not in p.sec.text
 
 
-def test_unknown_fault_point_rejected(kvm, procs):
+def test_unknown_fault_point_rejected(vmenv, procs):
     from harness import tandem_run
-    t = tandem_run(kvm, "hello", procs=procs, environ={"TANDEM_COLO_FAULT": "p-nowhere:1:kill"})
+    t = tandem_run(vmenv, "hello", procs=procs, environ={"TANDEM_COLO_FAULT": "p-nowhere:1:kill"})
     assert t.wait(30) == 2
     assert "TANDEM_COLO_FAULT" in t.text and "p-nowhere" in t.text
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(40))
-def test_random_primary_kill(kvm, procs, seed):
+def test_random_primary_kill(vmenv, procs, seed):
     """Kill -9 the primary at a random protocol point of a random checkpoint, or at a random
     moment from outside: 40 more kill points per run."""
     rng = random.Random(seed)
     if seed % 2:
         fault = f"{rng.choice(PRIMARY_POINTS)}:{rng.randint(1, 8)}:kill"
-        p = Pair(kvm, procs, pri_env={"TANDEM_COLO_FAULT": fault},
+        p = Pair(vmenv, procs, pri_env={"TANDEM_COLO_FAULT": fault},
                  delay_ms=rng.choice([20, 50, 100]))
         p.start(wait=False)
         assert p.pri.wait(60) == 137, fault
     else:
-        p = Pair(kvm, procs, delay_ms=rng.choice([20, 50, 100]))
+        p = Pair(vmenv, procs, delay_ms=rng.choice([20, 50, 100]))
         p.start()
         p.wait_checkpoints(rng.randint(1, 6))
         time.sleep(rng.random() * 0.3)

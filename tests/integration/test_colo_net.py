@@ -27,7 +27,7 @@ def netlan(*args, check=True):
 
 
 @pytest.fixture
-def hosts(kvm, procs):
+def hosts(vmenv, procs):
     """Two hosts and a client on a LAN (scripts/netlan.sh up NAME --hosts), torn down at the
     end even when the test fails."""
     _need("root and iproute2", os.geteuid() == 0 and shutil.which("ip") is not None)
@@ -64,8 +64,8 @@ def stop_client(c, kill_at=None):
 
 
 @pytest.mark.netns
-def test_netkv_failover_loses_no_acknowledged_write(kvm, procs, hosts):
-    p = netkv_pair(kvm, procs, hosts)
+def test_netkv_failover_loses_no_acknowledged_write(vmenv, procs, hosts):
+    p = netkv_pair(vmenv, procs, hosts)
     p.start()
     c = start_client(hosts)
     p.wait_checkpoints(40)
@@ -81,8 +81,8 @@ def test_netkv_failover_loses_no_acknowledged_write(kvm, procs, hosts):
 
 
 @pytest.mark.netns
-def test_netkv_secondary_lost_primary_releases_and_serves(kvm, procs, hosts):
-    p = netkv_pair(kvm, procs, hosts)
+def test_netkv_secondary_lost_primary_releases_and_serves(vmenv, procs, hosts):
+    p = netkv_pair(vmenv, procs, hosts)
     p.start()
     c = start_client(hosts)
     p.wait_checkpoints(20)
@@ -96,14 +96,14 @@ def test_netkv_secondary_lost_primary_releases_and_serves(kvm, procs, hosts):
 
 
 @pytest.mark.netns
-def test_output_commit_by_packet_capture(kvm, procs, hosts):
+def test_output_commit_by_packet_capture(vmenv, procs, hosts):
     """No reply leaves the pair before the checkpoint that produced it reached the secondary."""
     _need("tcpdump", shutil.which("tcpdump") is not None)
     pcap = subprocess.Popen(["ip", "netns", "exec", f"{hosts}-cli", "tcpdump", "-i", "cli0",
                              "-n", "-tt", "-l", "-U", "udp port 7000"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        p = netkv_pair(kvm, procs, hosts, delay_ms=200, pri_env={"TANDEM_LOG": "debug"})
+        p = netkv_pair(vmenv, procs, hosts, delay_ms=200, pri_env={"TANDEM_LOG": "debug"})
         p.start()
         time.sleep(0.5)  # tcpdump is up
         # one datagram per request (no re-sends), so requests and replies strictly alternate
@@ -153,12 +153,12 @@ def test_output_commit_by_packet_capture(kvm, procs, hosts):
 
 
 @pytest.mark.netns
-def test_blkcheck_failover_every_acknowledged_generation_verifies(kvm, procs, tmp_path):
+def test_blkcheck_failover_every_acknowledged_generation_verifies(vmenv, procs, tmp_path):
     pri_img, sec_img = tmp_path / "pri.img", tmp_path / "sec.img"
     for img in (pri_img, sec_img):
         with open(img, "wb") as f:
             f.truncate(1 << 20)
-    p = Pair(kvm, procs, guest="blkcheck", append="flush=8",
+    p = Pair(vmenv, procs, guest="blkcheck", append="flush=8",
              pri_extra=("--disk", f"path={pri_img}"), sec_extra=("--disk", f"path={sec_img}"))
     p.start()
     # wait until the (held, so replicated) console shows acknowledged generations
@@ -174,7 +174,7 @@ def test_blkcheck_failover_every_acknowledged_generation_verifies(kvm, procs, tm
     p.sec.kill(signal.SIGKILL)
     acked = max(shown + after)
     from harness import tandem_run
-    v = tandem_run(kvm, "blkcheck", "--disk", f"path={sec_img}", "--no-reboot",
+    v = tandem_run(vmenv, "blkcheck", "--disk", f"path={sec_img}", "--no-reboot",
                    append=f"ack={acked} writes=8", procs=procs)
     assert v.wait(120) == 0, v.text
     assert re.search(r"verify ok blocks=\d+ gen=\d+", v.text)

@@ -42,17 +42,17 @@ def unix_uri() -> str:
     return f"unix:{tmpdir() / 'mig.sock'}"
 
 
-def start_source(kvm, procs, guest="counter", append="", *extra):
+def start_source(vmenv, procs, guest="counter", append="", *extra):
     sock = tmpdir() / "src.sock"
-    p = tandem_run(kvm, guest, "--qmp", f"unix:{sock}", *extra, append=append, procs=procs)
+    p = tandem_run(vmenv, guest, "--qmp", f"unix:{sock}", *extra, append=append, procs=procs)
     return p, QMP(sock)
 
 
-def start_dest(kvm, procs, uri, guest="counter", *extra):
+def start_dest(vmenv, procs, uri, guest="counter", *extra):
     """A destination waiting on uri. Its QMP greeting arrives only once the main loop runs, i.e.
     after the incoming channel is listening, so the source may connect as soon as this returns."""
     sock = tmpdir() / "dst.sock"
-    p = tandem_run(kvm, guest, "--incoming", uri, "--qmp", f"unix:{sock}", *extra, procs=procs)
+    p = tandem_run(vmenv, guest, "--incoming", uri, "--qmp", f"unix:{sock}", *extra, procs=procs)
     return p, QMP(sock)
 
 
@@ -148,9 +148,9 @@ def assert_keeps_ticking(p, q):
     assert_clean(p)
 
 
-def reference_chain(kvm, procs, n, append=""):
+def reference_chain(vmenv, procs, n, append=""):
     """The chain a fresh, never-migrated counter has after tick n (it depends only on mem and n)."""
-    ref = tandem_run(kvm, "counter", append=f"{append} ticks={n}".strip(), procs=procs)
+    ref = tandem_run(vmenv, "counter", append=f"{append} ticks={n}".strip(), procs=procs)
     assert ref.wait(300) == 0, ref.text[-2000:]
     m = re.search(rf"^tick {n} chain=([0-9a-f]{{16}})$", ref.text, re.M)
     assert m, ref.text[-2000:]
@@ -160,10 +160,10 @@ def reference_chain(kvm, procs, n, append=""):
 # ---- successful migrations -------------------------------------------------------------------
 
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
-def test_counter_migrates_and_continues(kvm, procs, transport):
+def test_counter_migrates_and_continues(vmenv, procs, transport):
     uri = tcp_uri() if transport == "tcp" else unix_uri()
-    src, qs = start_source(kvm, procs)
-    dst, qd = start_dest(kvm, procs, uri)
+    src, qs = start_source(vmenv, procs)
+    dst, qd = start_dest(vmenv, procs, uri)
     st = qd.cmd("query-status")
     assert st["status"] == "inmigrate" and st["running"] is False
     src.wait_for(r"tick 8192 chain=")
@@ -198,7 +198,7 @@ def test_counter_migrates_and_continues(kvm, procs, transport):
 
     # The migrated guest computes what a never-migrated one does.
     n, chain = full_ticks(dst.text)[1]
-    assert reference_chain(kvm, procs, n) == chain
+    assert reference_chain(vmenv, procs, n) == chain
 
     # The source stays paused: nothing more is printed, however long we look.
     frozen = len(src.text)
@@ -209,10 +209,10 @@ def test_counter_migrates_and_continues(kvm, procs, transport):
     assert src.wait(30) == 0
 
 
-def test_no_migration_events_without_the_capability(kvm, procs):
+def test_no_migration_events_without_the_capability(vmenv, procs):
     uri = unix_uri()
-    src, qs = start_source(kvm, procs)
-    dst, qd = start_dest(kvm, procs, uri)
+    src, qs = start_source(vmenv, procs)
+    dst, qd = start_dest(vmenv, procs, uri)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate", {"uri": uri})
     wait_status(qs, "completed")
@@ -222,16 +222,16 @@ def test_no_migration_events_without_the_capability(kvm, procs):
     assert_clean(dst)
 
 
-def test_migrated_guest_migrates_again(kvm, procs):
+def test_migrated_guest_migrates_again(vmenv, procs):
     """A -> B -> C: the guest that arrived on B moves on to C and still computes the right chain."""
-    a, qa = start_source(kvm, procs)
+    a, qa = start_source(vmenv, procs)
     a.wait_for(r"tick 4096 chain=")
     uri_b, uri_c = tcp_uri(), unix_uri()
-    b, qb = start_dest(kvm, procs, uri_b)
+    b, qb = start_dest(vmenv, procs, uri_b)
     qa.cmd("migrate", {"uri": uri_b})
     wait_status(qa, "completed")
     more_ticks(b, 2)
-    c, qc = start_dest(kvm, procs, uri_c)
+    c, qc = start_dest(vmenv, procs, uri_c)
     r = qb.execute("migrate-set-capabilities", EVENTS_ON)
     assert "return" in r, r  # B's incoming migration is over: it is a source like any other
     qb.cmd("migrate", {"uri": uri_c})
@@ -244,17 +244,17 @@ def test_migrated_guest_migrates_again(kvm, procs):
     for p in (a, b, c):
         assert_clean(p)
     n, chain = full_ticks(c.text)[1]
-    assert reference_chain(kvm, procs, n) == chain
+    assert reference_chain(vmenv, procs, n) == chain
 
 
-def test_destination_accepts_capabilities_while_waiting(kvm, procs):
+def test_destination_accepts_capabilities_while_waiting(vmenv, procs):
     """QEMU 7.2 lets a destination started with -incoming tcp:... take migrate-set-capabilities
     (docs/COLO-FT.txt sets x-colo on the secondary that way); the outgoing side is idle there."""
     uri = tcp_uri()
-    dst, qd = start_dest(kvm, procs, uri)
+    dst, qd = start_dest(vmenv, procs, uri)
     r = qd.execute("migrate-set-capabilities", EVENTS_ON)
     assert "return" in r, f"an -incoming destination refuses migrate-set-capabilities: {r}"
-    src, qs = start_source(kvm, procs)
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate", {"uri": uri})
     wait_status(qs, "completed")
@@ -262,12 +262,12 @@ def test_destination_accepts_capabilities_while_waiting(kvm, procs):
     more_ticks(dst, 1)
 
 
-def test_destination_emits_migration_events(kvm, procs):
-    dst, qd = start_dest(kvm, procs, "defer")
+def test_destination_emits_migration_events(vmenv, procs):
+    dst, qd = start_dest(vmenv, procs, "defer")
     qd.cmd("migrate-set-capabilities", EVENTS_ON)
     uri = tcp_uri()
     qd.cmd("migrate-incoming", {"uri": uri})
-    src, qs = start_source(kvm, procs)
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate", {"uri": uri})
     wait_status(qs, "completed")
@@ -278,24 +278,24 @@ def test_destination_emits_migration_events(kvm, procs):
     qd.wait_event("RESUME")
 
 
-def test_migrate_from_a_waiting_destination_is_an_error(kvm, procs):
+def test_migrate_from_a_waiting_destination_is_an_error(vmenv, procs):
     uri = tcp_uri()
-    dst, qd = start_dest(kvm, procs, uri)
+    dst, qd = start_dest(vmenv, procs, uri)
     r = qd.execute("migrate", {"uri": tcp_uri()})
     assert r.get("error", {}).get("class") == "GenericError", r
     assert qd.cmd("query-status")["status"] == "inmigrate"
     # ... and it still takes the migration it waits for.
-    src, qs = start_source(kvm, procs)
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate", {"uri": uri})
     wait_status(qs, "completed")
     more_ticks(dst, 1)
 
 
-def test_incoming_defer_then_migrate_incoming(kvm, procs):
-    dst, qd = start_dest(kvm, procs, "defer")
+def test_incoming_defer_then_migrate_incoming(vmenv, procs):
+    dst, qd = start_dest(vmenv, procs, "defer")
     assert qd.cmd("query-status")["status"] == "inmigrate"
-    src, qs = start_source(kvm, procs)
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     uri = tcp_uri()
     qd.cmd("migrate-incoming", {"uri": uri})
@@ -310,15 +310,15 @@ def test_incoming_defer_then_migrate_incoming(kvm, procs):
     assert_clean(dst)
 
 
-def test_migrate_incoming_without_defer_is_an_error(kvm, procs):
+def test_migrate_incoming_without_defer_is_an_error(vmenv, procs):
     # Waiting on a channel already: a second one is refused, and the first one still works.
     uri = tcp_uri()
-    dst, qd = start_dest(kvm, procs, uri)
+    dst, qd = start_dest(vmenv, procs, uri)
     r = qd.execute("migrate-incoming", {"uri": tcp_uri()})
     assert r.get("error", {}).get("class") == "GenericError", r
     assert qd.cmd("query-status")["status"] == "inmigrate"
     # A running VM never started for an incoming migration refuses it too.
-    src, qs = start_source(kvm, procs)
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     r = qs.execute("migrate-incoming", {"uri": tcp_uri()})
     assert r.get("error", {}).get("class") == "GenericError", r
@@ -329,8 +329,8 @@ def test_migrate_incoming_without_defer_is_an_error(kvm, procs):
     assert_clean(dst)
 
 
-def test_parameters_roundtrip_and_validation(kvm, procs):
-    src, qs = start_source(kvm, procs)
+def test_parameters_roundtrip_and_validation(vmenv, procs):
+    src, qs = start_source(vmenv, procs)
     p = qs.cmd("query-migrate-parameters")
     assert p["downtime-limit"] == 300 and p["max-bandwidth"] == 0
     qs.cmd("migrate-set-parameters", {"downtime-limit": 7, "max-bandwidth": 12345,
@@ -352,13 +352,13 @@ def test_parameters_roundtrip_and_validation(kvm, procs):
 DIRTY_ALL = "mem=4M pages=1024 every=1000"
 
 
-def test_dirty_guest_cannot_converge_when_the_link_is_too_slow(kvm, procs):
+def test_dirty_guest_cannot_converge_when_the_link_is_too_slow(vmenv, procs):
     """max-bandwidth 4 MiB/s: each iteration takes ~1 s to send the 4 MiB region, and the guest
     redirties all of it meanwhile; the 4 MiB left would need ~1 s of downtime, far over 1 ms.
     After x-max-iterations the migration must fail and leave the source running."""
     uri = tcp_uri()
-    src, qs = start_source(kvm, procs, "dirty", DIRTY_ALL, "--memory", "64M")
-    dst, qd = start_dest(kvm, procs, uri, "dirty", "--memory", "64M")
+    src, qs = start_source(vmenv, procs, "dirty", DIRTY_ALL, "--memory", "64M")
+    dst, qd = start_dest(vmenv, procs, uri, "dirty", "--memory", "64M")
     src.wait_for(r"round 1000\n")
     qs.cmd("migrate-set-capabilities", EVENTS_ON)
     qs.cmd("migrate-set-parameters", {"downtime-limit": 1, "x-max-iterations": 3,
@@ -376,10 +376,10 @@ def test_dirty_guest_cannot_converge_when_the_link_is_too_slow(kvm, procs):
     assert_never_ran(dst, dst.wait(60))
 
 
-def test_dirty_guest_converges_with_a_generous_downtime_limit(kvm, procs):
+def test_dirty_guest_converges_with_a_generous_downtime_limit(vmenv, procs):
     uri = tcp_uri()
-    src, qs = start_source(kvm, procs, "dirty", DIRTY_ALL, "--memory", "64M")
-    dst, qd = start_dest(kvm, procs, uri, "dirty", "--memory", "64M")
+    src, qs = start_source(vmenv, procs, "dirty", DIRTY_ALL, "--memory", "64M")
+    dst, qd = start_dest(vmenv, procs, uri, "dirty", "--memory", "64M")
     src.wait_for(r"round 1000\n")
     qs.cmd("migrate-set-parameters", {"downtime-limit": 60000, "x-max-iterations": 3})
     qs.cmd("migrate", {"uri": uri})
@@ -394,12 +394,12 @@ def test_dirty_guest_converges_with_a_generous_downtime_limit(kvm, procs):
     assert_clean(dst)  # the guest re-checks every page's stamp: no torn page arrived
 
 
-def test_dirty_guest_heavy_load_tiny_downtime_converges_or_fails_cleanly(kvm, procs):
+def test_dirty_guest_heavy_load_tiny_downtime_converges_or_fails_cleanly(vmenv, procs):
     """Unlimited bandwidth, 1 ms, 3 iterations, 64 MiB rewritten per round: the outcome depends
     on the machine, but it must be one of the two clean ones."""
     uri = tcp_uri()
-    src, qs = start_source(kvm, procs, "dirty", "mem=64M pages=16384 every=20")
-    dst, qd = start_dest(kvm, procs, uri, "dirty")
+    src, qs = start_source(vmenv, procs, "dirty", "mem=64M pages=16384 every=20")
+    dst, qd = start_dest(vmenv, procs, uri, "dirty")
     src.wait_for(r"round 20\n")
     qs.cmd("migrate-set-parameters", {"downtime-limit": 1, "x-max-iterations": 3})
     qs.cmd("migrate", {"uri": uri})
@@ -419,8 +419,8 @@ def test_dirty_guest_heavy_load_tiny_downtime_converges_or_fails_cleanly(kvm, pr
 
 # ---- snapshots --------------------------------------------------------------------------------
 
-def take_snapshot(kvm, procs, path, mem="256M", min_tick=8192):
-    src, qs = start_source(kvm, procs, "counter", "", "--memory", mem)
+def take_snapshot(vmenv, procs, path, mem="256M", min_tick=8192):
+    src, qs = start_source(vmenv, procs, "counter", "", "--memory", mem)
     src.wait_for(rf"tick {min_tick} chain=")
     qs.cmd("migrate", {"uri": f"file:{path}"})
     r = wait_status(qs, "completed")
@@ -430,17 +430,17 @@ def take_snapshot(kvm, procs, path, mem="256M", min_tick=8192):
     return src, qs, r
 
 
-def restore(kvm, procs, path, mem="256M"):
-    return tandem_run(kvm, "counter", "--memory", mem, "--incoming", f"file:{path}", procs=procs)
+def restore(vmenv, procs, path, mem="256M"):
+    return tandem_run(vmenv, "counter", "--memory", mem, "--incoming", f"file:{path}", procs=procs)
 
 
-def test_snapshot_restores_twice_identically(kvm, procs):
+def test_snapshot_restores_twice_identically(vmenv, procs):
     snap = tmpdir() / "snap.bin"
-    src, qs, r = take_snapshot(kvm, procs, snap)
+    src, qs, r = take_snapshot(vmenv, procs, snap)
     assert isinstance(r["downtime"], int) and r["downtime"] >= 0, r
     last_src = max(ticks(src.text))
-    a = restore(kvm, procs, snap)
-    b = restore(kvm, procs, snap)
+    a = restore(vmenv, procs, snap)
+    b = restore(vmenv, procs, snap)
     for p in (a, b):
         wait_full_ticks(p, 4)
     ta, tb = full_ticks(a.text)[:4], full_ticks(b.text)[:4]
@@ -451,7 +451,7 @@ def test_snapshot_restores_twice_identically(kvm, procs):
     assert_seamless(src.text, a.text)
     assert_clean(a)
     assert_clean(b)
-    assert reference_chain(kvm, procs, ta[1][0]) == ta[1][1]
+    assert reference_chain(vmenv, procs, ta[1][0]) == ta[1][1]
     # The source is still there, paused, and `cont` resumes it where it stopped.
     frozen = len(src.text)
     qs.cmd("cont")
@@ -460,16 +460,16 @@ def test_snapshot_restores_twice_identically(kvm, procs):
     assert_clean(src)
 
 
-def test_restore_of_a_missing_snapshot_is_a_usage_error(kvm, procs):
+def test_restore_of_a_missing_snapshot_is_a_usage_error(vmenv, procs):
     missing = tmpdir() / "no-such.bin"
-    p = restore(kvm, procs, missing)
+    p = restore(vmenv, procs, missing)
     assert p.wait(60) == 2, p.text
     assert "cannot open snapshot" in p.text and str(missing) in p.text, p.text
     assert "tick" not in p.text
 
 
-def test_snapshot_to_an_unwritable_path_fails_and_source_runs(kvm, procs):
-    src, qs = start_source(kvm, procs)
+def test_snapshot_to_an_unwritable_path_fails_and_source_runs(vmenv, procs):
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate", {"uri": f"file:{tmpdir() / 'no-such-dir' / 'snap.bin'}"})
     r = wait_status(qs, "failed")
@@ -506,12 +506,12 @@ def check_rejected(p, rc, what):
 SNAP_VARIANTS = 20
 
 
-def test_corrupt_snapshots_are_rejected(kvm, procs):
+def test_corrupt_snapshots_are_rejected(vmenv, procs):
     snap = tmpdir() / "snap.bin"
-    take_snapshot(kvm, procs, snap, mem="64M")
+    take_snapshot(vmenv, procs, snap, mem="64M")
     data = snap.read_bytes()
     # The pristine file restores (else the test below proves nothing).
-    ok = restore(kvm, procs, snap, mem="64M")
+    ok = restore(vmenv, procs, snap, mem="64M")
     ok.wait_for(r"tick \d+ chain=[0-9a-f]{16}\n", 120)
     ok.kill()
     rng = random.Random(20240601)
@@ -520,7 +520,7 @@ def test_corrupt_snapshots_are_rejected(kvm, procs):
         bad, what = mutate(data, rng, i)
         path = snap.with_name(f"bad{i}.bin")
         path.write_bytes(bad)
-        p = restore(kvm, procs, path, mem="64M")
+        p = restore(vmenv, procs, path, mem="64M")
         reasons.append(check_rejected(p, p.wait(120), what))
         path.unlink()
     # Most flips land in page data, which only the checksum can catch.
@@ -587,12 +587,12 @@ def send_stream(port, data, read_reply=True):
             pass  # the destination may give up and close before we are done
 
 
-def test_corrupt_recorded_stream_over_tcp_is_rejected(kvm, procs):
+def test_corrupt_recorded_stream_over_tcp_is_rejected(vmenv, procs):
     """The same damage as above, to a live stream recorded off the wire and replayed into
     `--incoming tcp:` destinations."""
     port = free_port()
-    dst, qd = start_dest(kvm, procs, f"tcp:127.0.0.1:{port}", "counter", "--memory", "64M")
-    src, qs = start_source(kvm, procs, "counter", "", "--memory", "64M")
+    dst, qd = start_dest(vmenv, procs, f"tcp:127.0.0.1:{port}", "counter", "--memory", "64M")
+    src, qs = start_source(vmenv, procs, "counter", "", "--memory", "64M")
     src.wait_for(r"tick 4096 chain=")
     rec = Recorder(port)
     qs.cmd("migrate", {"uri": f"tcp:127.0.0.1:{rec.port}"})
@@ -602,7 +602,7 @@ def test_corrupt_recorded_stream_over_tcp_is_rejected(kvm, procs):
     more_ticks(dst, 1)
     # The recording replays.
     port = free_port()
-    ok, _ = start_dest(kvm, procs, f"tcp:127.0.0.1:{port}", "counter", "--memory", "64M")
+    ok, _ = start_dest(vmenv, procs, f"tcp:127.0.0.1:{port}", "counter", "--memory", "64M")
     send_stream(port, data)
     more_ticks(ok, 2)
     assert_clean(ok)
@@ -611,17 +611,17 @@ def test_corrupt_recorded_stream_over_tcp_is_rejected(kvm, procs):
     for i in range(10):
         bad, what = mutate(data, rng, i)
         port = free_port()
-        p, _ = start_dest(kvm, procs, f"tcp:127.0.0.1:{port}", "counter", "--memory", "64M")
+        p, _ = start_dest(vmenv, procs, f"tcp:127.0.0.1:{port}", "counter", "--memory", "64M")
         send_stream(port, bad)
         check_rejected(p, p.wait(120), what)
 
 
 # ---- failure paths ----------------------------------------------------------------------------
 
-def start_slow_migration(kvm, procs, uri):
+def start_slow_migration(vmenv, procs, uri):
     """A counter migrating at SLOW_BW, observed active with bytes on the wire."""
-    src, qs = start_source(kvm, procs)
-    dst, qd = start_dest(kvm, procs, uri)
+    src, qs = start_source(vmenv, procs)
+    dst, qd = start_dest(vmenv, procs, uri)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate-set-capabilities", EVENTS_ON)
     qs.cmd("migrate-set-parameters", {"max-bandwidth": SLOW_BW})
@@ -630,14 +630,14 @@ def start_slow_migration(kvm, procs, uri):
     return src, qs, dst, qd
 
 
-def test_source_killed_mid_stream(kvm, procs):
-    src, qs, dst, qd = start_slow_migration(kvm, procs, tcp_uri())
+def test_source_killed_mid_stream(vmenv, procs):
+    src, qs, dst, qd = start_slow_migration(vmenv, procs, tcp_uri())
     src.kill()
     assert_never_ran(dst, dst.wait(120))
 
 
-def test_destination_killed_mid_stream(kvm, procs):
-    src, qs, dst, qd = start_slow_migration(kvm, procs, tcp_uri())
+def test_destination_killed_mid_stream(vmenv, procs):
+    src, qs, dst, qd = start_slow_migration(vmenv, procs, tcp_uri())
     dst.kill()
     r = wait_status(qs, "failed")
     assert r.get("error-desc"), r
@@ -645,7 +645,7 @@ def test_destination_killed_mid_stream(kvm, procs):
     assert_keeps_ticking(src, qs)
     # The source can try again, and this time it works.
     uri = tcp_uri()
-    dst2, qd2 = start_dest(kvm, procs, uri)
+    dst2, qd2 = start_dest(vmenv, procs, uri)
     qs.cmd("migrate-set-parameters", {"max-bandwidth": 0})
     qs.cmd("migrate", {"uri": uri})
     wait_status(qs, "completed")
@@ -654,8 +654,8 @@ def test_destination_killed_mid_stream(kvm, procs):
     assert_clean(dst2)
 
 
-def test_cancel_during_slow_migration(kvm, procs):
-    src, qs, dst, qd = start_slow_migration(kvm, procs, tcp_uri())
+def test_cancel_during_slow_migration(vmenv, procs):
+    src, qs, dst, qd = start_slow_migration(vmenv, procs, tcp_uri())
     r = qs.execute("migrate", {"uri": tcp_uri()})
     assert r.get("error", {}).get("class") == "GenericError", r  # one at a time
     r = qs.execute("migrate-set-capabilities", EVENTS_ON)
@@ -672,8 +672,8 @@ def test_cancel_during_slow_migration(kvm, procs):
 
 @pytest.mark.parametrize("uri", ["bogus:x", "tcp:127.0.0.1", "tcp:127.0.0.1:notaport", "unix:",
                                  "file:", ""])
-def test_bad_uri_is_a_qmp_error(kvm, procs, uri):
-    src, qs = start_source(kvm, procs)
+def test_bad_uri_is_a_qmp_error(vmenv, procs, uri):
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     r = qs.execute("migrate", {"uri": uri})
     assert r.get("error", {}).get("class") == "GenericError", r
@@ -681,8 +681,8 @@ def test_bad_uri_is_a_qmp_error(kvm, procs, uri):
     assert_keeps_ticking(src, qs)
 
 
-def test_missing_uri_is_a_qmp_error(kvm, procs):
-    src, qs = start_source(kvm, procs)
+def test_missing_uri_is_a_qmp_error(vmenv, procs):
+    src, qs = start_source(vmenv, procs)
     r = qs.execute("migrate", {})
     assert r.get("error", {}).get("class") == "GenericError", r
     r = qs.execute("migrate", {"uri": 5})
@@ -690,9 +690,9 @@ def test_missing_uri_is_a_qmp_error(kvm, procs):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_nobody_listening_fails_and_source_runs(kvm, procs, kind):
+def test_nobody_listening_fails_and_source_runs(vmenv, procs, kind):
     uri = tcp_uri() if kind == "tcp" else unix_uri()  # nothing bound there
-    src, qs = start_source(kvm, procs)
+    src, qs = start_source(vmenv, procs)
     src.wait_for(r"tick 4096 chain=")
     qs.cmd("migrate", {"uri": uri})
     r = wait_status(qs, "failed")
@@ -721,8 +721,8 @@ def garbage(kind):
 
 @pytest.mark.parametrize("kind", ["random", "empty", "header+garbage", "header+command+garbage",
                                   "bad-version", "zeros"])
-def test_garbage_on_incoming_port_is_rejected(kvm, procs, kind):
+def test_garbage_on_incoming_port_is_rejected(vmenv, procs, kind):
     port = free_port()
-    dst, qd = start_dest(kvm, procs, f"tcp:127.0.0.1:{port}")
+    dst, qd = start_dest(vmenv, procs, f"tcp:127.0.0.1:{port}")
     send_stream(port, garbage(kind))
     assert_never_ran(dst, dst.wait(120))

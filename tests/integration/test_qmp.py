@@ -5,16 +5,16 @@ import time
 from harness import QMP, tandem_run, ticks, tmpdir
 
 
-def start_counter(kvm, procs, *extra):
+def start_counter(vmenv, procs, *extra):
     sock = tmpdir() / "qmp.sock"
-    p = tandem_run(kvm, "counter", "--qmp", f"unix:{sock}", *extra, append="every=1",
+    p = tandem_run(vmenv, "counter", "--qmp", f"unix:{sock}", *extra, append="every=1",
                    procs=procs)
     q = QMP(sock)
     return p, q, sock
 
 
-def test_stop_freezes_and_cont_resumes(kvm, procs):
-    p, q, _ = start_counter(kvm, procs)
+def test_stop_freezes_and_cont_resumes(vmenv, procs):
+    p, q, _ = start_counter(vmenv, procs)
     p.wait_for(r"tick \d+ chain=")
     assert q.cmd("query-status")["status"] == "running"
     assert q.cmd("query-status")["running"] is True
@@ -35,8 +35,8 @@ def test_stop_freezes_and_cont_resumes(kvm, procs):
     assert p.wait(30) == 0
 
 
-def test_garbage_gets_error_and_vm_keeps_running(kvm, procs):
-    p, q, _ = start_counter(kvm, procs)
+def test_garbage_gets_error_and_vm_keeps_running(vmenv, procs):
+    p, q, _ = start_counter(vmenv, procs)
     p.wait_for(r"tick \d+ chain=")
     q.send_raw(b"this is not json {{{\n")
     r = q.read_reply()
@@ -54,8 +54,8 @@ def test_garbage_gets_error_and_vm_keeps_running(kvm, procs):
     p.wait(30)
 
 
-def test_negotiation_and_multiple_clients(kvm, procs):
-    p, q1, sock = start_counter(kvm, procs)
+def test_negotiation_and_multiple_clients(vmenv, procs):
+    p, q1, sock = start_counter(vmenv, procs)
     assert "QMP" in q1.greeting
     q2 = QMP(sock, negotiate=False)
     r = q2.execute("query-status")
@@ -74,8 +74,8 @@ def test_negotiation_and_multiple_clients(kvm, procs):
     assert p.wait(30) == 0
 
 
-def test_system_reset_restarts_guest(kvm, procs):
-    p, q, _ = start_counter(kvm, procs)
+def test_system_reset_restarts_guest(vmenv, procs):
+    p, q, _ = start_counter(vmenv, procs)
     p.wait_for(r"tick 3 chain=")
     n = len(p.text)
     q.cmd("system_reset")
@@ -86,8 +86,8 @@ def test_system_reset_restarts_guest(kvm, procs):
     p.wait(30)
 
 
-def test_start_paused_then_cont(kvm, procs):
-    p, q, _ = start_counter(kvm, procs, "--paused")
+def test_start_paused_then_cont(vmenv, procs):
+    p, q, _ = start_counter(vmenv, procs, "--paused")
     assert q.cmd("query-status")["status"] == "prelaunch"
     time.sleep(0.5)
     assert "tick" not in p.text
@@ -97,8 +97,8 @@ def test_start_paused_then_cont(kvm, procs):
     p.wait(30)
 
 
-def test_split_and_batched_requests(kvm, procs):
-    p, q, _ = start_counter(kvm, procs)
+def test_split_and_batched_requests(vmenv, procs):
+    p, q, _ = start_counter(vmenv, procs)
     req = json.dumps({"execute": "query-status", "id": 1}).encode()
     q.send_raw(req[:7])
     time.sleep(0.1)

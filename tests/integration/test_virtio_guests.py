@@ -21,8 +21,7 @@ GUEST_IP = "10.77.0.2"
 
 # QEMU's microvm: virtio-mmio transports from 0xFEB00000 (24 of them, devices in the highest);
 # they are legacy (version 1) unless force-legacy is off, and the guests drive version 2 only.
-MICROVM = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host,-arch-capabilities",
-           "-m", "256", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+MICROVM = ["qemu-system-x86_64", "-M", "microvm", "-m", "256", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
            "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
            "-global", "virtio-mmio.force-legacy=false"]
 
@@ -60,7 +59,7 @@ def blkcheck(env, disk, append, procs):
 
 
 def microvm(env, guest, append, devices, procs, netns=None):
-    argv = ([] if netns is None else ["ip", "netns", "exec", netns]) + MICROVM + [
+    argv = ([] if netns is None else ["ip", "netns", "exec", netns]) + MICROVM + env.qemu_accel() + [
         "-kernel", env.guest(guest), "-append", append] + devices
     p = Proc(argv)
     procs.append(p)
@@ -69,47 +68,47 @@ def microvm(env, guest, append, devices, procs, netns=None):
 
 # ---- blkcheck ----
 
-def test_blkcheck_fresh_disk_then_verify(kvm, procs, disk):
-    p = blkcheck(kvm, disk, "writes=300 flush=16", procs)
+def test_blkcheck_fresh_disk_then_verify(vmenv, procs, disk):
+    p = blkcheck(vmenv, disk, "writes=300 flush=16", procs)
     assert p.wait(120) == 0, p.text
     assert verified_gen(p) == 0
     assert acks(p.text)[-1] == 300 and "done" in p.text, p.text
 
-    p = blkcheck(kvm, disk, "ack=300 writes=10", procs)
+    p = blkcheck(vmenv, disk, "ack=300 writes=10", procs)
     assert p.wait(120) == 0, p.text
     assert verified_gen(p) == 300
     assert acks(p.text)[-1] == 310, p.text
 
 
-def test_blkcheck_survives_kill9(kvm, procs, disk):
+def test_blkcheck_survives_kill9(vmenv, procs, disk):
     """Kill the VMM mid-run, three times: every acknowledged generation is on the disk."""
     acked = 0
     for _ in range(3):
-        p = blkcheck(kvm, disk, f"ack={acked}", procs)
+        p = blkcheck(vmenv, disk, f"ack={acked}", procs)
         start = verified_gen(p)
         assert start >= acked, p.text
         # let it write a few hundred blocks past the restart, then kill it wherever it is
         wait_ack(p, start + 300)
         p.kill()
         acked = acks(p.text)[-1]
-    p = blkcheck(kvm, disk, f"ack={acked} writes=64", procs)
+    p = blkcheck(vmenv, disk, f"ack={acked} writes=64", procs)
     assert p.wait(120) == 0, p.text
     assert verified_gen(p) >= acked
     assert "CORRUPT" not in p.text
 
 
-def test_blkcheck_detects_damage(kvm, procs, disk, tmp_path):
-    p = blkcheck(kvm, disk, "writes=300", procs)
+def test_blkcheck_detects_damage(vmenv, procs, disk, tmp_path):
+    p = blkcheck(vmenv, disk, "writes=300", procs)
     assert p.wait(120) == 0, p.text
     old = disk.read_bytes()
-    p = blkcheck(kvm, disk, "writes=300", procs)
+    p = blkcheck(vmenv, disk, "writes=300", procs)
     assert p.wait(120) == 0, p.text
     new = disk.read_bytes()
 
     def run_on(image: bytes, append=""):
         img = tmp_path / f"damaged-{uuid.uuid4().hex[:6]}.img"
         img.write_bytes(image)
-        q = blkcheck(kvm, img, append + " writes=1", procs)
+        q = blkcheck(vmenv, img, append + " writes=1", procs)
         assert q.wait(120) == 3, q.text
         return q.text
 
@@ -161,7 +160,7 @@ def netlan(*args, check=True):
 
 
 @pytest.fixture
-def lan_factory(kvm, procs):
+def lan_factory(vmenv, procs):
     """lan_factory(*up_options) builds a LAN (scripts/netlan.sh up) and returns its name; at the
     end, even on failure, the test's processes are killed and the LAN is torn down."""
     _need("root (network namespaces)", os.geteuid() == 0 and shutil.which("ip") is not None)
@@ -190,7 +189,7 @@ def lan_factory(kvm, procs):
 
 def netkv_tandem(env, ns, procs, tap="tap0"):
     p = Proc(["ip", "netns", "exec", ns, env.tandem, "run", "--kernel", env.guest("netkv"),
-              "--append", f"ip={GUEST_IP}/24", "--net", f"tap={tap}", "--no-reboot"])
+              "--accel", env.accel, "--append", f"ip={GUEST_IP}/24", "--net", f"tap={tap}", "--no-reboot"])
     procs.append(p)
     p.wait_for(r"netkv ready ip=10\.77\.0\.2/24 mac=\S+ port=7000")
     return p
@@ -208,9 +207,9 @@ def assert_load_ok(r, ops):
 
 
 @pytest.mark.netns
-def test_netkv_serves_10000_checked_ops(kvm, lan_factory, procs):
+def test_netkv_serves_10000_checked_ops(vmenv, lan_factory, procs):
     name = lan_factory()
-    vm = netkv_tandem(kvm, f"{name}-lan", procs)
+    vm = netkv_tandem(vmenv, f"{name}-lan", procs)
     r = client(name, "set", "greeting", "hello world")
     assert r.returncode == 0 and r.stdout.startswith("OK "), r.stdout + r.stderr
     r = client(name, "get", "greeting")
@@ -297,11 +296,11 @@ def test_netkv_qemu_microvm(qemu, lan_factory, procs):
 
 
 @pytest.mark.netns
-def test_netlan_two_hosts(kvm, lan_factory, procs):
+def test_netlan_two_hosts(vmenv, lan_factory, procs):
     """--hosts: the guest on the primary host's tap serves the client across the LAN switch; the
     replication link joins the two hosts; a second tap can be added."""
     name = lan_factory("--hosts")
-    netkv_tandem(kvm, f"{name}-pri", procs)
+    netkv_tandem(vmenv, f"{name}-pri", procs)
     assert_load_ok(client(name, "load", "--ops", "500", "--check"), 500)
 
     srv = Proc(["ip", "netns", "exec", f"{name}-sec", PY, "-c",

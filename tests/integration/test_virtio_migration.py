@@ -25,15 +25,15 @@ def wait_completed(q, timeout=120):
         time.sleep(0.05)
 
 
-def test_blkcheck_migrates_with_writes_in_flight(kvm, procs, tmp_path):
+def test_blkcheck_migrates_with_writes_in_flight(vmenv, procs, tmp_path):
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
         f.truncate(1 << 20)
     d = tmpdir()
     port = free_port()
-    src = tandem_run(kvm, "blkcheck", "--disk", f"path={img}", "--qmp", f"unix:{d}/s.sock",
+    src = tandem_run(vmenv, "blkcheck", "--disk", f"path={img}", "--qmp", f"unix:{d}/s.sock",
                      append="flush=8", procs=procs)
-    dst = tandem_run(kvm, "blkcheck", "--disk", f"path={img}", "--qmp", f"unix:{d}/d.sock",
+    dst = tandem_run(vmenv, "blkcheck", "--disk", f"path={img}", "--qmp", f"unix:{d}/d.sock",
                      "--incoming", f"tcp:127.0.0.1:{port}", append="flush=8", procs=procs)
     sq = QMP(d / "s.sock")
     QMP(d / "d.sock")
@@ -46,32 +46,32 @@ def test_blkcheck_migrates_with_writes_in_flight(kvm, procs, tmp_path):
     acked = max(acks(src.text) + acks(dst.text))
     dst.kill(signal.SIGKILL)
     src.kill(signal.SIGKILL)
-    v = tandem_run(kvm, "blkcheck", "--disk", f"path={img}", "--no-reboot",
+    v = tandem_run(vmenv, "blkcheck", "--disk", f"path={img}", "--no-reboot",
                    append=f"ack={acked} writes=8", procs=procs)
     assert v.wait(120) == 0, v.text
     assert re.search(r"verify ok blocks=\d+ gen=\d+", v.text)
 
 
-def test_disk_image_lock_follows_the_guest(kvm, procs, tmp_path):
+def test_disk_image_lock_follows_the_guest(vmenv, procs, tmp_path):
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
         f.truncate(1 << 20)
-    a = tandem_run(kvm, "blkcheck", "--disk", f"path={img}", procs=procs)
+    a = tandem_run(vmenv, "blkcheck", "--disk", f"path={img}", procs=procs)
     a.wait_for(r"ack gen=\d+\n", timeout=120)
-    b = tandem_run(kvm, "blkcheck", "--disk", f"path={img}", procs=procs)
+    b = tandem_run(vmenv, "blkcheck", "--disk", f"path={img}", procs=procs)
     assert b.wait(30) == 2
     assert "in use by another process" in b.text
 
 
 @pytest.mark.netns
-def test_netkv_migrates_mid_run_client_keeps_going(kvm, procs, hosts):  # noqa: F811
+def test_netkv_migrates_mid_run_client_keeps_going(vmenv, procs, hosts):  # noqa: F811
     d = tmpdir()
     net = ("--net", f"tap=tap0,mac={MAC}")
-    dst = tandem_run(kvm, "netkv", *net, "--qmp", f"unix:{d}/d.sock", "--incoming",
+    dst = tandem_run(vmenv, "netkv", *net, "--qmp", f"unix:{d}/d.sock", "--incoming",
                      "tcp:10.77.1.2:4444", append="ip=10.77.0.2/24", procs=procs,
                      netns=f"{hosts}-sec")
     QMP(d / "d.sock")
-    src = tandem_run(kvm, "netkv", *net, "--qmp", f"unix:{d}/s.sock",
+    src = tandem_run(vmenv, "netkv", *net, "--qmp", f"unix:{d}/s.sock",
                      append="ip=10.77.0.2/24", procs=procs, netns=f"{hosts}-pri")
     sq = QMP(d / "s.sock")
     src.wait_for(r"netkv ready")
