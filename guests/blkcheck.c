@@ -84,6 +84,7 @@ static uint64_t disk_gen[MAX_BLOCKS + 1]; /* generation found on the disk, per b
 static uint64_t want_gen[MAX_BLOCKS + 1]; /* generation the history says, per block */
 
 static uint64_t nblocks, seed;
+static int irq_mode; /* irq=1: sleep in rt_wait_irq until a request completes */
 
 static uint64_t target(uint64_t gen)
 {
@@ -129,11 +130,17 @@ static void make_block(uint64_t *s, uint64_t lba, uint64_t gen)
 static void wait_used(const char *what, uint64_t sector)
 {
     uint32_t len;
-    for (unsigned long spins = 1; vio_reap(&vq, &len) < 0; spins++) {
-        if (spins % (1ul << 20) == 0 && vio_needs_reset(&dev)) {
+    for (unsigned long spins = 1;; spins++) {
+        uint64_t seen = rt_irq_count(); /* before looking: see rt_wait_irq */
+        if (vio_reap(&vq, &len) >= 0)
+            break;
+        /* irq mode: a device that stopped would leave us asleep, so look before each sleep */
+        if ((irq_mode || spins % (1ul << 20) == 0) && vio_needs_reset(&dev)) {
             rt_printf("FAIL %s sector=%lu: the device needs a reset\n", what, sector);
             rt_exit(VIO_EXIT_DEVICE);
         }
+        if (irq_mode)
+            rt_wait_irq(seen);
     }
     if (req_status != VIRTIO_BLK_S_OK) {
         rt_printf("FAIL %s sector=%lu status=%u\n", what, sector, req_status);
@@ -279,6 +286,7 @@ static void open_disk(uint64_t *capacity, int *can_flush)
         rt_printf("blkcheck: no virtio-blk device\n");
         rt_exit(RT_EXIT_CONFIG);
     }
+    irq_mode = vio_irq_setup(&dev, "blkcheck");
     if (vio_start(&dev, (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_RO)) < 0 ||
         vio_queue_init(&dev, &vq, 0) < 0 || vio_driver_ok(&dev) < 0)
         rt_exit(VIO_EXIT_DEVICE);
@@ -351,6 +359,9 @@ int main(void)
         if (n % ACK_EVERY == 0 || n == writes)
             rt_printf("ack gen=%lu\n", gen);
     }
-    rt_printf("done\n");
+    if (irq_mode)
+        rt_printf("done irqs=%lu\n", rt_irq_count());
+    else
+        rt_printf("done\n");
     return RT_EXIT_OK;
 }

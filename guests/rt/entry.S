@@ -10,7 +10,9 @@
 #define SEL_UCODE 0x20
 #define SEL_TSS   0x28
 
-#define NVEC 32       /* exceptions only: no interrupts are ever enabled */
+#define NVEC 32       /* exception gates filled at boot */
+#define IDT_ENTRIES 256 /* the rest stay not present until irq.c installs its gates (irq mode) */
+#define NIRQ 8        /* device interrupt stubs: RT_IRQ_NVEC in rt.h */
 
 #define MSR_EFER 0xC0000080
 
@@ -99,6 +101,15 @@ user_entry:
     call rt_start
     ud2
 
+/* void rt_wait_irq(uint64_t seen), ring 3: hlt raises #GP; rt_trap recognises this address,
+ * sleeps in ring 0 unless the interrupt count already differs from seen (RDI), and resumes at
+ * the ret. A fault, not `int $n`: that one raises #UD from ring 3 on kvm_pvm hosts. */
+    .globl rt_wait_irq, rt_wait_hlt
+rt_wait_irq:
+rt_wait_hlt:
+    hlt
+    ret
+
 /* ---- exception stubs: push a dummy error code where the CPU pushes none, then the vector ---- */
 .macro ISR vec
 isr\vec:
@@ -145,6 +156,52 @@ isr_common:
     addq $16, %rsp                      /* vector, error code */
     iretq
 
+/* ---- device interrupt stubs (irq mode; irq.c puts stub n in the IDT at RT_IRQ_VEC_BASE + n):
+ * the same frame as an exception, with the stub's index where the vector goes ---- */
+.macro IRQ n
+irq\n:
+    pushq $0
+    pushq $\n
+    jmp irq_common
+.endm
+
+.set n, 0
+.rept NIRQ
+    IRQ %n
+    .set n, n + 1
+.endr
+
+/* rt_irq_dispatch(index) acknowledges the device and the local APIC. Only taken in ring 0,
+ * inside rt_wait_irq's sleep (ring 3 runs with IF=0); 16 pushes keep RSP aligned for the call. */
+irq_common:
+    pushq %rax
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    movq 72(%rsp), %rdi
+    call rt_irq_dispatch
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rax
+    addq $16, %rsp
+    iretq
+
+/* The local APIC's spurious vector: no handler work, no EOI. */
+    .globl rt_irq_spurious
+rt_irq_spurious:
+    iretq
+
     .section .rodata
     .balign 8
 .macro ISRADDR vec
@@ -154,6 +211,17 @@ isr_table:
 .set n, 0
 .rept 32
     ISRADDR %n
+    .set n, n + 1
+.endr
+
+.macro IRQADDR n
+    .quad irq\n
+.endm
+    .globl rt_irq_stubs
+rt_irq_stubs:
+.set n, 0
+.rept NIRQ
+    IRQADDR %n
     .set n, n + 1
 .endr
 
@@ -179,7 +247,7 @@ gdt_ptr32:                              /* lgdt from 32-bit code: 16-bit limit, 
 
     .balign 8
 idt_ptr:
-    .word NVEC * 16 - 1
+    .word IDT_ENTRIES * 16 - 1
     .quad idt
 
     .balign 16
@@ -190,9 +258,11 @@ tss:
     .word 0
     .word 104                           /* I/O map base beyond the limit: no bitmap (IOPL=3) */
 
+    .globl rt_idt
     .balign 16
+rt_idt:
 idt:
-    .fill NVEC * 16, 1, 0
+    .fill IDT_ENTRIES * 16, 1, 0
 
     .globl rt_mb_magic, rt_mb_info
     .balign 4

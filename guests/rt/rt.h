@@ -119,6 +119,27 @@ int rt_ram_usable(uint64_t base, uint64_t len);
 /* First byte after the loaded image (text, data, bss and stacks). */
 uint64_t rt_image_end(void);
 
+/* irq mode (docs/guests.md "irq mode"): device interrupts through the I/O APIC and the local
+ * xAPIC, taken only while the guest sleeps in rt_wait_irq (ring 3 keeps IF=0). */
+#define RT_LAPIC_BASE   0xFEE00000u
+#define RT_IOAPIC_BASE  0xFEC00000u
+#define RT_IRQ_VEC_BASE 0x40 /* rt_irq_route hands out RT_IRQ_VEC_BASE + 0 .. RT_IRQ_NVEC - 1 */
+#define RT_IRQ_NVEC     8    /* = NIRQ in entry.S */
+#define RT_IRQ_SPURIOUS 0xff /* the local APIC's spurious vector */
+
+/* Route pin of the I/O APIC at ioapic to the next free vector (fixed, physical destination
+ * APIC id 0, level-triggered, active high) and install its IDT gate; each interrupt then calls
+ * handler(arg) in ring 0 (it must make the device drop its line), counts, and writes the local
+ * APIC's EOI. The first call enables the local APIC (SVR, TPR=0, LINT0 masked). Returns the
+ * vector, or -1 after printing why (no I/O APIC there, no such pin, vectors used up). */
+int rt_irq_route(uintptr_t ioapic, unsigned pin, void (*handler)(void *), void *arg);
+/* Interrupts taken so far (all routed vectors). */
+uint64_t rt_irq_count(void);
+/* Sleep until an interrupt has been taken after rt_irq_count() returned seen: returns at once
+ * if the count already moved, else enters ring 0 and waits there (sti; hlt). Read seen before
+ * looking for work; an interrupt raised after that is not lost (see docs/guests.md). */
+void rt_wait_irq(uint64_t seen);
+
 /* Freestanding string helpers (GCC may also emit calls to the mem* ones). */
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *restrict d, const void *restrict s, size_t n);

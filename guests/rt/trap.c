@@ -13,6 +13,9 @@ struct rt_frame {
 
 void rt_trap(struct rt_frame *f);
 
+/* The hlt of rt_wait_irq (entry.S). */
+extern const uint8_t rt_wait_hlt[];
+
 int rt_io_native(void)
 {
     uint64_t rflags;
@@ -68,10 +71,25 @@ static int emulate_io(struct rt_frame *f)
     return 1;
 }
 
+/* rt_wait_irq: IF=0 here (interrupt gate, and ring 3 runs with IF=0), so an interrupt that
+ * arrived since the caller read seen is either counted already or still pending in the local
+ * APIC; sti's one-instruction shadow lets the pending one in only once hlt is reached, where it
+ * ends the sleep. */
+static void wait_irq(struct rt_frame *f)
+{
+    if (rt_irq_count() == f->rdi)
+        __asm__ volatile("sti; hlt; cli" : : : "memory");
+    f->rip++;
+}
+
 /* Called by isr_common in ring 0. Returns to resume the interrupted code. */
 void rt_trap(struct rt_frame *f)
 {
     if (f->vec == VEC_GP && (f->cs & 3) == 3 && f->err == 0) {
+        if (f->rip == (uintptr_t)rt_wait_hlt) {
+            wait_irq(f);
+            return;
+        }
         if (emulate_io(f))
             return;
         if (*(const uint8_t *)f->rip == 0xf4) /* hlt from ring 3: stop for good */

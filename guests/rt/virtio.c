@@ -1,4 +1,4 @@
-/* virtio.c: polling virtio-mmio v2 driver: probe, feature handshake, split queues, used ring. */
+/* virtio.c: virtio-mmio v2 driver: probe, feature handshake, split queues, used ring, irq mode. */
 #include "virtio.h"
 
 #include "rt.h"
@@ -16,6 +16,8 @@
 #define REG_QUEUE_NUM     0x038
 #define REG_QUEUE_READY   0x044
 #define REG_QUEUE_NOTIFY  0x050
+#define REG_INT_STATUS    0x060
+#define REG_INT_ACK       0x064
 #define REG_STATUS        0x070
 #define REG_QUEUE_DESC    0x080
 #define REG_QUEUE_DRIVER  0x090
@@ -125,7 +127,7 @@ int vio_queue_init(struct vio_dev *d, struct vio_queue *q, uint32_t index)
         q->desc[i].next = (uint16_t)(i + 1);
     q->free_head = 0;
     q->nfree = (uint16_t)num;
-    q->avail.flags = AVAIL_F_NO_INTERRUPT;
+    q->avail.flags = d->irq ? 0 : AVAIL_F_NO_INTERRUPT;
 
     wr(d, REG_QUEUE_NUM, num);
     wr64(d, REG_QUEUE_DESC, (uintptr_t)q->desc);
@@ -137,6 +139,51 @@ int vio_queue_init(struct vio_dev *d, struct vio_queue *q, uint32_t index)
         return -1;
     }
     return 0;
+}
+
+void vio_queue_irq(struct vio_queue *q, int on)
+{
+    *(volatile uint16_t *)&q->avail.flags = on ? 0 : AVAIL_F_NO_INTERRUPT;
+    __asm__ volatile("mfence" : : : "memory");
+}
+
+uint32_t vio_irq_ack(struct vio_dev *d)
+{
+    uint32_t st = rd(d, REG_INT_STATUS);
+    if (st)
+        wr(d, REG_INT_ACK, st);
+    return st;
+}
+
+static void irq_handler(void *arg)
+{
+    vio_irq_ack(arg);
+}
+
+int vio_irq_setup(struct vio_dev *d, const char *who)
+{
+    uint64_t on = rt_arg_u64("irq", 0);
+    uint64_t ioapic = rt_arg_u64("ioapic", RT_IOAPIC_BASE);
+    uint64_t first = rt_arg_u64("irqpin", 16);
+    if (on > 1) {
+        rt_printf("%s: irq=%lu: say irq=0 (poll) or irq=1\n", who, on);
+        rt_exit(RT_EXIT_CONFIG);
+    }
+    if (!on)
+        return 0;
+    uint64_t pin = first + (d->base - VIO_MMIO_BASE) / VIO_SLOT_SIZE;
+    if (ioapic < 0xE0000000u || ioapic > 0xFFFFF000u || (ioapic & 0xf) || pin > 255) {
+        rt_printf("%s: ioapic=0x%lx irqpin=%lu: not an I/O APIC address in 0xE0000000..4G, or "
+                  "pin %lu beyond 255\n",
+                  who, ioapic, first, pin);
+        rt_exit(RT_EXIT_CONFIG);
+    }
+    int vec = rt_irq_route((uintptr_t)ioapic, (unsigned)pin, irq_handler, d);
+    if (vec < 0)
+        rt_exit(RT_EXIT_CONFIG);
+    d->irq = 1;
+    rt_printf("%s: irq mode, vector 0x%x, pin %lu, ioapic 0x%lx\n", who, vec, pin, ioapic);
+    return 1;
 }
 
 int vio_driver_ok(struct vio_dev *d)

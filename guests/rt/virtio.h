@@ -1,4 +1,5 @@
-/* virtio.h: a polling virtio-mmio (version 2) driver with split virtqueues, for ring-3 guests. */
+/* virtio.h: a virtio-mmio (version 2) driver with split virtqueues for ring-3 guests: polls or
+ * sleeps. */
 #pragma once
 
 #include <stdint.h>
@@ -25,6 +26,7 @@ struct vio_dev {
     uintptr_t base; /* MMIO base of the slot */
     uint32_t device_id;
     uint64_t features; /* the negotiated set (VIRTIO_F_VERSION_1 always among them) */
+    int irq;           /* irq mode: queues start with interrupts on (vio_irq_setup) */
 };
 
 struct vring_desc {
@@ -81,9 +83,26 @@ int vio_find(uint32_t device_id, struct vio_dev *d);
 int vio_start(struct vio_dev *d, uint64_t want);
 
 /* Set up queue index with its rings in q (size min(VIO_QUEUE_SIZE, QueueNumMax)) and enable
- * it; interrupts are suppressed (VIRTQ_AVAIL_F_NO_INTERRUPT): the driver polls. Returns 0, or
- * -1 after printing why. Call between vio_start and vio_driver_ok. */
+ * it; interrupts are suppressed (VIRTQ_AVAIL_F_NO_INTERRUPT) unless d is in irq mode. Returns 0,
+ * or -1 after printing why. Call between vio_start and vio_driver_ok. */
 int vio_queue_init(struct vio_dev *d, struct vio_queue *q, uint32_t index);
+
+/* Ask the device for used-buffer interrupts on q (on) or not (VIRTQ_AVAIL_F_NO_INTERRUPT), then
+ * fence: a used entry the caller does not see after this was published after the device read the
+ * flag. */
+void vio_queue_irq(struct vio_queue *q, int on);
+
+/* irq mode, if the command line says irq=1 (docs/guests.md "irq mode"): route d's interrupt,
+ * pin irqpin= (default 16) + d's slot of the I/O APIC at ioapic= (default 0xFEC00000), to a
+ * vector whose ring-0 handler acknowledges the device (vio_irq_ack), print
+ * "<who>: irq mode, vector 0x40, pin 17, ioapic 0xfec00000", set d->irq and return 1. Returns 0
+ * with irq=0 or no irq= (polling). A bad option or a failed route exits with RT_EXIT_CONFIG.
+ * Call after vio_find (d must stay valid: the handler gets it), before vio_queue_init. */
+int vio_irq_setup(struct vio_dev *d, const char *who);
+
+/* Read InterruptStatus and acknowledge those bits (InterruptACK): the device lowers its line.
+ * Returns them (bit 0: used buffer, bit 1: configuration change). */
+uint32_t vio_irq_ack(struct vio_dev *d);
 
 /* Set DRIVER_OK. Returns 0, or -1 if the device asks for a reset (it refused something). */
 int vio_driver_ok(struct vio_dev *d);
