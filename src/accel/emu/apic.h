@@ -17,9 +17,9 @@ struct emu_vm;
 struct emu_lapic;
 struct emu_ioapic;
 
-#define EMU_LAPIC_BASE   0xFEE00000ULL
-#define EMU_IOAPIC_BASE  0xFEC00000ULL
-#define EMU_IOAPIC_PINS  24
+#define EMU_LAPIC_BASE  0xFEE00000ULL
+#define EMU_IOAPIC_BASE 0xFEC00000ULL
+#define EMU_IOAPIC_PINS 24
 
 /* ---- local APIC (lapic.c) ---- */
 int emu_lapic_create(struct emu_cpu *c, struct emu_lapic **out);
@@ -44,8 +44,10 @@ bool emu_lapic_deliver(struct emu_lapic *l, int vec, bool level);
  * (broadcast). Logical: LDR against dest in the flat (DFR model 0xF) or cluster (0x0) model. */
 bool emu_lapic_match_dest(struct emu_lapic *l, uint8_t dest, bool logical);
 /* Next timer expiry in emu_cpu_time_ns() units, or UINT64_MAX when no timer is armed (or its
- * LVT is masked). A value <= now means "expired": call emu_lapic_pending(), which fires it.
- * Call it again after anything ran on the vCPU (the guest may re-arm). vCPU thread only. */
+ * LVT is masked). An expired timer is fired here (its vector goes to the IRR) and the call
+ * returns the current time once, so the caller re-checks emu_lapic_pending() before sleeping;
+ * the next call returns the following expiry. Ask again after the vCPU ran (the guest may have
+ * re-armed). vCPU thread only. */
 uint64_t emu_lapic_deadline(struct emu_lapic *l);
 /* TSC-deadline mode: the IA32_TSC_DEADLINE MSR (msr.c forwards it here). The value is stored
  * even outside TSC-deadline mode (it only counts in that mode; get returns 0 outside it), so a
@@ -71,8 +73,7 @@ int emu_ioapic_create(struct emu_vm *vm, struct emu_ioapic **out);
 void emu_ioapic_destroy(struct emu_ioapic *io);
 void emu_ioapic_reset(struct emu_ioapic *io);
 /* Access to the I/O APIC's MMIO window (IOREGSEL at 0x00, IOWIN at 0x10). */
-void emu_ioapic_mmio(struct emu_ioapic *io, uint32_t off, void *data, uint32_t len,
-                     bool is_write);
+void emu_ioapic_mmio(struct emu_ioapic *io, uint32_t off, void *data, uint32_t len, bool is_write);
 /* A device line changed (pin 0..23). Edge: delivered on 0->1. Level: delivered while high and
  * not waiting for an EOI (remote IRR). */
 void emu_ioapic_set_irq(struct emu_ioapic *io, int pin, int level);
