@@ -81,7 +81,7 @@ int emu_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s)
     sr->cr2 = c->cr2;
     sr->cr3 = c->cr3;
     sr->cr4 = c->cr4;
-    sr->cr8 = c->cr8;
+    sr->cr8 = emu_lapic_get_cr8(c->lapic); /* CR8 is the TPR's priority class */
     sr->efer = c->efer;
     sr->apic_base = c->apic_base;
 
@@ -154,7 +154,7 @@ int emu_cpu_state_set(struct vcpu *v, const struct x86_cpu_state *s)
     c->cr2 = sr->cr2;
     c->cr3 = sr->cr3;
     c->cr4 = sr->cr4;
-    c->cr8 = sr->cr8;
+    /* CR8 is not kept apart: the TPR arrives in the LAPIC page below. */
     c->efer = sr->efer;
     /* KVM's CPL is SS.DPL (CS.DPL differs only for conforming code). */
     c->cpl = (sr->cr0 & CR0_PE) ? sr->ss.dpl : 0;
