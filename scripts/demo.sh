@@ -7,7 +7,6 @@ bash scripts/setup.sh
 [[ -f build/build.ninja ]] || meson setup build >/dev/null
 ninja -C build >/dev/null
 if [[ ! -w /dev/kvm ]]; then
-  echo "demo: /dev/kvm is not available: the demo needs KVM" >&2
-  exit 1
+  echo "demo: no /dev/kvm here: the pair runs on tandem's emulator (--accel emu)"
 fi
 exec /usr/bin/python3 scripts/demo.py

@@ -180,11 +180,23 @@ def tmpdir() -> pathlib.Path:
     return pathlib.Path(tempfile.mkdtemp(prefix="tandem-test-"))
 
 
+IRQ_GUESTS = ("netkv", "blkcheck")
+
+
+def guest_append(env: Env, guest: str, append: str) -> str:
+    """On the emulator the virtio guests wait for interrupts (irq=1) instead of polling: a
+    polling guest would keep a host core busy, and pairs share two cores. On KVM they poll."""
+    if env.accel == "emu" and guest in IRQ_GUESTS and "irq=" not in append:
+        return (append + " irq=1").strip()
+    return append
+
+
 def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, environ=None,
                netns=None, **kw) -> Proc:
     """Start `tandem run` on a guest; environ adds variables to the child's environment; netns
     runs it inside that network namespace."""
     argv = [env.tandem, "run", "--kernel", env.guest(guest), "--accel", env.accel]
+    append = guest_append(env, guest, append)
     if netns:
         argv = ["ip", "netns", "exec", netns] + argv
     if append:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import _need
 import netkv_client
-from harness import Proc, qemu_status, tandem_run
+from harness import Proc, guest_append, qemu_status, tandem_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NETLAN = ROOT / "scripts" / "netlan.sh"
@@ -189,7 +189,8 @@ def lan_factory(vmenv, procs):
 
 def netkv_tandem(env, ns, procs, tap="tap0"):
     p = Proc(["ip", "netns", "exec", ns, env.tandem, "run", "--kernel", env.guest("netkv"),
-              "--accel", env.accel, "--append", f"ip={GUEST_IP}/24", "--net", f"tap={tap}", "--no-reboot"])
+              "--accel", env.accel, "--append", guest_append(env, "netkv", f"ip={GUEST_IP}/24"),
+              "--net", f"tap={tap}", "--no-reboot"])
     procs.append(p)
     p.wait_for(r"netkv ready ip=10\.77\.0\.2/24 mac=\S+ port=7000")
     return p
