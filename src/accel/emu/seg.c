@@ -57,20 +57,25 @@ static uint64_t desc_la(const struct emu_cpu *c, uint16_t sel)
     return ((sel & 4) ? c->ldt.base : c->gdt.base) + (sel & ~7u);
 }
 
-uint64_t emu_read_descriptor(struct emu_cpu *c, uint16_t sel, int fault_vec)
+uint64_t emu_read_desc_ext(struct emu_cpu *c, uint16_t sel, int fault_vec, uint32_t ext)
 {
     uint64_t limit;
 
     if (sel & 4) {
         if (c->ldt.unusable || SEL_NULL(c->ldt.selector))
-            emu_raise(c, fault_vec, SEL_ERR(sel));
+            emu_raise(c, fault_vec, SEL_ERR(sel) | ext);
         limit = c->ldt.limit;
     } else {
         limit = c->gdt.limit;
     }
     if ((uint64_t)(sel & ~7u) + 7 > limit)
-        emu_raise(c, fault_vec, SEL_ERR(sel));
+        emu_raise(c, fault_vec, SEL_ERR(sel) | ext);
     return emu_read_sys(c, desc_la(c, sel), 8);
+}
+
+uint64_t emu_read_descriptor(struct emu_cpu *c, uint16_t sel, int fault_vec)
+{
+    return emu_read_desc_ext(c, sel, fault_vec, 0);
 }
 
 void emu_desc_set_accessed(struct emu_cpu *c, uint16_t sel, uint64_t desc)
@@ -82,7 +87,6 @@ void emu_desc_set_accessed(struct emu_cpu *c, uint16_t sel, uint64_t desc)
 
 void emu_load_cs(struct emu_cpu *c, uint16_t sel, uint64_t desc, unsigned cpl)
 {
-    emu_desc_set_accessed(c, sel, desc);
     emu_seg_from_desc(&c->seg[S_CS], (uint16_t)((sel & ~3u) | cpl), desc | DESC_ACCESSED, 0);
     c->cpl = (uint8_t)cpl;
 }
@@ -93,7 +97,7 @@ uint64_t emu_check_ss(struct emu_cpu *c, uint16_t sel, unsigned cpl, int gp_vec,
 
     if (SEL_NULL(sel) || SEL_RPL(sel) != cpl)
         emu_raise(c, gp_vec, SEL_ERR(sel) | ext);
-    d = emu_read_descriptor(c, sel, gp_vec);
+    d = emu_read_desc_ext(c, sel, gp_vec, ext);
     if (!DESC_WDATA(d) || DESC_DPL(d) != cpl)
         emu_raise(c, gp_vec, SEL_ERR(sel) | ext);
     if (!DESC_P(d))

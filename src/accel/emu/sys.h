@@ -40,16 +40,19 @@ static inline uint64_t emu_la_add(const struct emu_cpu *c, uint64_t la, uint64_t
     return c->long_mode ? la + n : (la + n) & 0xffffffffULL;
 }
 
+/* seg.c: emu_read_descriptor() with ext (the EXT bit) in its error code. */
+uint64_t emu_read_desc_ext(struct emu_cpu *c, uint16_t sel, int fault_vec, uint32_t ext);
 /* seg.c: set the descriptor's accessed bit in the table (when clear). */
 void emu_desc_set_accessed(struct emu_cpu *c, uint16_t sel, uint64_t desc);
 /* seg.c: a null selector's hidden part (unusable), rpl in the selector and DPL. */
 void emu_seg_null(struct kvm_segment *s, uint16_t sel);
-/* seg.c: load CS from a checked code descriptor at privilege cpl (selector RPL := cpl). */
+/* seg.c: load CS from a checked code descriptor at privilege cpl (selector RPL := cpl); the
+ * caller set the accessed bit first (emu_desc_set_accessed) so that nothing faults after. */
 void emu_load_cs(struct emu_cpu *c, uint16_t sel, uint64_t desc, unsigned cpl);
 /* seg.c: after a return to an outer level, null ES/DS/FS/GS the new CPL may not use. */
 void emu_seg_check_outer(struct emu_cpu *c);
-/* seg.c: check a selector for SS at privilege cpl (#GP or #SS with err_or added to the error
- * code) and return its descriptor. */
+/* seg.c: check a selector for SS at privilege cpl (gp_vec, or #SS when not present, with ext
+ * in the error code) and return its descriptor. */
 uint64_t emu_check_ss(struct emu_cpu *c, uint16_t sel, unsigned cpl, int gp_vec, uint32_t ext);
 /* seg.c: flat 4 GiB segment attributes (SYSCALL/SYSRET). */
 void emu_seg_flat(struct kvm_segment *s, uint16_t sel, bool code, unsigned dpl, bool l64);
