@@ -110,6 +110,15 @@ rt_wait_hlt:
     hlt
     ret
 
+/* long rt_ring0_call(uint64_t op, uint64_t arg), ring 3: the same way into ring 0 for the few
+ * services ring 3 cannot do itself (trap.c: ring0_service): hlt raises #GP, rt_trap recognises
+ * this address, does op with arg (RDI, RSI) and resumes at the ret with the result in RAX. */
+    .globl rt_ring0_call, rt_ring0_hlt
+rt_ring0_call:
+rt_ring0_hlt:
+    hlt
+    ret
+
 /* ---- exception stubs: push a dummy error code where the CPU pushes none, then the vector ---- */
 .macro ISR vec
 isr\vec:

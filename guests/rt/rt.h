@@ -62,6 +62,16 @@ static inline uint32_t inl(uint16_t port)
 
 /* 1 if ring-3 in/out run natively (IOPL=3 honoured), 0 if each one traps to ring 0. */
 int rt_io_native(void);
+/* RFLAGS.IOPL as ring 3 sees it (pushfq). */
+unsigned rt_iopl(void);
+/* Set RFLAGS.IOPL for ring 3 (0..3), from ring 0 (entered by a faulting hlt, see rt_wait_irq).
+ * With IOPL < 3 every ring-3 in/out raises #GP and is emulated by rt_trap. */
+void rt_set_iopl(unsigned iopl);
+/* in/out instructions rt_trap has emulated so far (each one a #GP from ring 3). */
+uint64_t rt_io_traps(void);
+/* From ring 0, load an IDT with limit 0 and raise #UD: a triple fault, so the machine resets
+ * (or, with tandem --no-reboot / QEMU -no-reboot, the VMM exits). */
+_Noreturn void rt_triple_fault(void);
 
 /* Stop the vCPU for good (hlt from ring 3 traps; ring 0 then halts with IF=0). */
 _Noreturn void rt_halt(void);

@@ -1,4 +1,5 @@
-/* trap.c: the ring-0 exception handler: emulates ring-3 port I/O and hlt, reports the rest. */
+/* trap.c: the ring-0 exception handler: emulates ring-3 port I/O and hlt, ring-0 services,
+ * reports the rest. */
 #include "rt.h"
 
 /* Built by the IDT stubs in entry.S: caller-saved registers, then vector, error code and the
@@ -13,14 +14,45 @@ struct rt_frame {
 
 void rt_trap(struct rt_frame *f);
 
-/* The hlt of rt_wait_irq (entry.S). */
-extern const uint8_t rt_wait_hlt[];
+/* The hlts of rt_wait_irq and rt_ring0_call (entry.S). */
+extern const uint8_t rt_wait_hlt[], rt_ring0_hlt[];
+long rt_ring0_call(uint64_t op, uint64_t arg);
 
-int rt_io_native(void)
+/* rt_ring0_call's services (RDI). */
+#define R0_SET_IOPL     1 /* RSI: the IOPL ring 3 resumes with */
+#define R0_TRIPLE_FAULT 2 /* no IDT, then an exception: the CPU shuts down */
+
+#define RFLAGS_IOPL 0x3000ull
+
+/* in/out instructions emulated by emulate_io (ring 3 lacked the I/O privilege). */
+static volatile uint64_t io_traps;
+
+unsigned rt_iopl(void)
 {
     uint64_t rflags;
     __asm__ volatile("pushfq; popq %0" : "=r"(rflags));
-    return (rflags & 0x3000) == 0x3000;
+    return (unsigned)(rflags >> 12) & 3;
+}
+
+int rt_io_native(void)
+{
+    return rt_iopl() == 3;
+}
+
+uint64_t rt_io_traps(void)
+{
+    return io_traps;
+}
+
+void rt_set_iopl(unsigned iopl)
+{
+    rt_ring0_call(R0_SET_IOPL, iopl);
+}
+
+_Noreturn void rt_triple_fault(void)
+{
+    rt_ring0_call(R0_TRIPLE_FAULT, 0);
+    rt_halt(); /* not reached: the CPU resets instead of returning */
 }
 
 _Noreturn void rt_halt(void)
@@ -68,7 +100,34 @@ static int emulate_io(struct rt_frame *f)
         f->rax = inl(port); /* a 32-bit result clears the upper half */
     }
     f->rip += len;
+    io_traps++;
     return 1;
+}
+
+/* rt_ring0_call: op in RDI, argument in RSI, result in RAX; resumes after the hlt. */
+static void ring0_service(struct rt_frame *f)
+{
+    /* An IDT limit of 0 covers no gate: the exception finds no gate (#GP), neither does that
+     * #GP (#DF), nor the #DF: a triple fault, which shuts the CPU down (the VMM resets it). */
+    static const struct __attribute__((packed)) {
+        uint16_t limit;
+        uint64_t base;
+    } no_idt = {0, 0};
+
+    switch (f->rdi) {
+    case R0_SET_IOPL:
+        f->rflags = (f->rflags & ~RFLAGS_IOPL) | (f->rsi & 3) << 12;
+        f->rax = 0;
+        break;
+    case R0_TRIPLE_FAULT:
+        __asm__ volatile("lidt %0\n\tud2" : : "m"(no_idt) : "memory");
+        for (;;)
+            __asm__ volatile("cli; hlt");
+    default:
+        f->rax = (uint64_t)-1;
+        break;
+    }
+    f->rip++;
 }
 
 /* rt_wait_irq: IF=0 here (interrupt gate, and ring 3 runs with IF=0), so an interrupt that
@@ -88,6 +147,10 @@ void rt_trap(struct rt_frame *f)
     if (f->vec == VEC_GP && (f->cs & 3) == 3 && f->err == 0) {
         if (f->rip == (uintptr_t)rt_wait_hlt) {
             wait_irq(f);
+            return;
+        }
+        if (f->rip == (uintptr_t)rt_ring0_hlt) {
+            ring0_service(f);
             return;
         }
         if (emulate_io(f))
