@@ -1,0 +1,161 @@
+/* exec.c: the interpreter loop (decode, execute, deliver faults) and the power-on reset state. */
+#include <stdio.h>
+#include <string.h>
+
+#include "accel/emu/insn.h"
+#include "core/log.h"
+
+/* One bit per (map, opcode, ModRM.reg): unimplemented opcodes are logged once per process. */
+static _Atomic uint8_t unimpl_seen[4 * 256];
+
+_Noreturn void ex_ud(struct emu_cpu *c, struct emu_insn *i)
+{
+    (void)i;
+    emu_raise(c, EXC_UD, 0);
+}
+
+_Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i)
+{
+    unsigned key = i->op & 0x3ff;
+    uint8_t bit = (uint8_t)(1u << (i->reg & 7));
+
+    if (!(atomic_fetch_or(&unimpl_seen[key], bit) & bit)) {
+        uint8_t bytes[16];
+        char hex[16 * 3 + 1];
+        uint64_t la = c->code64 ? c->insn_start : (uint32_t)(c->seg[S_CS].base + c->insn_start);
+        int n = i->len, k = 0;
+
+        /* The bytes were just fetched, so this cannot fault in practice; stay within a page. */
+        if ((la & 4095) + (uint64_t)n > 4096)
+            n = (int)(4096 - (la & 4095));
+        n = emu_fetch(c, la, bytes, n);
+        hex[0] = 0;
+        for (int j = 0; j < n; j++)
+            k += snprintf(hex + k, sizeof(hex) - (size_t)k, "%s%02x", j ? " " : "", bytes[j]);
+        log_warn("emu: cpu %d: unimplemented opcode %s%02x (/%u) at %#llx: %s; raising #UD", c->id,
+                 i->op >> 8 == 1   ? "0f "
+                 : i->op >> 8 == 2 ? "0f 38 "
+                 : i->op >> 8 == 3 ? "0f 3a "
+                                   : "",
+                 i->op & 0xff, i->reg & 7, (unsigned long long)c->insn_start, hex);
+    }
+    emu_raise(c, EXC_UD, 0);
+}
+
+/* The hot loop, in its own frame so that a longjmp from a fault just discards it. */
+static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
+{
+    struct emu_insn i;
+
+    while (c->icount < end) {
+        if (atomic_load_explicit(&c->exit_request, memory_order_relaxed)) {
+            c->stop = EMU_STOP_REQUEST;
+            return;
+        }
+        uint64_t tf = c->rflags & FL_TF;
+        c->insn_start = c->rip;
+        c->shadow = 0;
+        emu_decode(c, &i);
+        c->rip += i.len;
+        if (!c->code64)
+            c->rip = c->code32 ? (uint32_t)c->rip : (uint16_t)c->rip;
+        i.fn(c, &i);
+        c->icount++;
+        if (__builtin_expect(tf != 0, 0)) {
+            /* Single-step trap after the instruction (RIP past it). */
+            c->dr[6] |= 0x4000;
+            emu_deliver(c, EXC_DB, false, 0, false);
+        }
+        if (c->stop)
+            return;
+    }
+    c->stop = EMU_STOP_BUDGET;
+}
+
+enum emu_stop emu_exec(struct emu_cpu *c, uint64_t max)
+{
+    /* Locals read after a longjmp: end is never written after setjmp; faults is volatile. */
+    const uint64_t end = c->icount + max;
+    volatile uint64_t faults = 0;
+
+    c->stop = EMU_STOP_NONE;
+    if (max == 0) {
+        c->stop = EMU_STOP_BUDGET;
+        return c->stop;
+    }
+    if (setjmp(c->fault_jmp) != 0) {
+        /* A fault (or a fault while delivering one): back to the instruction, then deliver. */
+        int vec = c->fault_vec;
+        faults = faults + 1;
+        c->rip = c->insn_start;
+        emu_deliver(c, vec, emu_vec_has_error(vec), c->fault_err, false);
+        /* Faults count against the budget so a fault loop still returns to the caller. */
+        if (!c->stop && c->icount + faults >= end)
+            c->stop = EMU_STOP_BUDGET;
+        if (c->stop)
+            return c->stop;
+    }
+    exec_loop(c, end - faults);
+    return c->stop;
+}
+
+static void reset_seg(struct kvm_segment *s, uint16_t sel, uint64_t base, uint8_t type)
+{
+    memset(s, 0, sizeof(*s));
+    s->selector = sel;
+    s->base = base;
+    s->limit = 0xffff;
+    s->type = type;
+    s->present = 1;
+    s->s = 1;
+}
+
+void emu_cpu_reset(struct emu_cpu *c)
+{
+    memset(c->r, 0, sizeof(c->r));
+    c->r[R_DX] = 0x600; /* family 6 */
+    c->rip = 0xfff0;
+    emu_set_rflags(c, 0x2);
+    for (int s = 0; s < 6; s++)
+        reset_seg(&c->seg[s], 0, 0, 3);
+    reset_seg(&c->seg[S_CS], 0xf000, 0xffff0000, 0xb);
+    memset(&c->ldt, 0, sizeof(c->ldt));
+    c->ldt.limit = 0xffff;
+    c->ldt.type = 2;
+    c->ldt.present = 1;
+    memset(&c->tr, 0, sizeof(c->tr));
+    c->tr.limit = 0xffff;
+    c->tr.type = 11;
+    c->tr.present = 1;
+    memset(&c->gdt, 0, sizeof(c->gdt));
+    c->gdt.limit = 0xffff;
+    memset(&c->idt, 0, sizeof(c->idt));
+    c->idt.limit = 0xffff;
+    c->cr0 = 0x60000010;
+    c->cr2 = c->cr3 = c->cr4 = c->cr8 = 0;
+    c->efer = 0;
+    memset(c->dr, 0, sizeof(c->dr));
+    c->dr[6] = 0xffff0ff0;
+    c->dr[7] = 0x400;
+    c->xcr0 = 1;
+    c->cpl = 0;
+    c->star = c->lstar = c->cstar = c->sfmask = c->kernel_gs_base = 0;
+    c->sysenter_cs = c->sysenter_esp = c->sysenter_eip = 0;
+    c->pat = 0x0007040600070406ULL;
+    c->misc_enable = 0;
+    c->tsc_aux = 0;
+    c->tsc_deadline = 0;
+    c->apic_base = 0xfee00000ULL | 0x800 | (c->id == 0 ? 0x100 : 0);
+    memset(c->fxsave, 0, sizeof(c->fxsave));
+    c->fxsave[0] = 0x7f; /* FCW = 0x37F */
+    c->fxsave[1] = 0x03;
+    c->fxsave[24] = 0x80; /* MXCSR = 0x1F80 */
+    c->fxsave[25] = 0x1f;
+    c->shadow = 0;
+    c->halted = false;
+    c->nmi_pending = false;
+    c->stop = EMU_STOP_NONE;
+    c->fault_depth = 0;
+    c->error[0] = 0;
+    emu_mode_changed(c);
+}
