@@ -31,6 +31,7 @@ struct pt_ref {
     uint8_t *host; /* NULL: the table is not in RAM (no A/D update) */
     uint64_t val;
     bool wide; /* 8-byte entry */
+    bool no_a; /* a PAE PDPTE: has no accessed bit (bit 5 is reserved there) */
 };
 
 struct walk {
@@ -180,7 +181,7 @@ static uint64_t pt_load(struct emu_cpu *c, struct pt_ref *r)
 /* Set A (and D) in an entry as hardware does: a locked OR, and the table page is dirty. */
 static void pt_set(struct emu_cpu *c, const struct pt_ref *r, uint64_t bits)
 {
-    if ((r->val & bits) == bits || !r->host)
+    if ((r->val & bits) == bits || !r->host || r->no_a)
         return;
     mark_gpa(c, r->gpa);
     if (r->wide)
@@ -240,8 +241,8 @@ static bool walk(struct emu_cpu *c, uint64_t la, int acc, bool user, struct walk
         shift = 39;
     } else {
         /* PAE: the PDPTE (read at each walk here, not cached at the CR3 load). */
-        ref[n] =
-            (struct pt_ref){.gpa = (c->cr3 & 0xffffffe0u) + ((la >> 30) & 3) * 8, .wide = true};
+        ref[n] = (struct pt_ref){
+            .gpa = (c->cr3 & 0xffffffe0u) + ((la >> 30) & 3) * 8, .wide = true, .no_a = true};
         e = pt_load(c, &ref[n]);
         if (!(e & PTE_P))
             goto not_present;
