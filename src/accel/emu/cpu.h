@@ -102,16 +102,15 @@ enum {
 /* Kinds of memory access, for permission checks and #PF error codes. */
 enum emu_access { ACC_READ = 0, ACC_WRITE = 1, ACC_EXEC = 2 };
 
-/* One software-TLB entry: a 4 KiB virtual page -> host page (RAM) or none (MMIO). */
+/* One software-TLB entry: a 4 KiB virtual page -> host page (RAM) or none (MMIO). Only mmu.c
+ * and its inline fast paths (mmu.h) look inside. */
 struct emu_tlb_entry {
-    uint64_t tag;      /* linear page number | 1 (valid); 0 = empty */
-    uint8_t *host;     /* host address of the page, NULL for MMIO/unbacked */
-    uint64_t gpa;      /* guest-physical page address */
+    uint64_t tag;       /* linear page address | 1 (valid); 0 = empty */
+    uint8_t *host;      /* host address of the page, NULL for MMIO/unbacked */
+    uint64_t gpa;       /* guest-physical page address */
     uint64_t dirty_gen; /* dirty-log generation in which this page was last marked */
-    uint8_t user;      /* PTE chain allows CPL 3 */
-    uint8_t writable;  /* PTE chain allows writes (R/W on every level) */
-    uint8_t dirty;     /* the leaf PTE's D bit is already set */
-    uint8_t nx;        /* instruction fetch forbidden */
+    uint32_t perm;      /* EMU_TLB_* rights (mmu.h); write rights imply the leaf's D bit */
+    uint8_t shift;      /* size of the guest page it came from: 12, 21, 22 or 30 */
 };
 #define EMU_TLB_SIZE 512 /* direct-mapped, a power of two */
 
@@ -336,3 +335,14 @@ uint64_t emu_cpu_time_ns(struct emu_cpu *c);
  * to the INT instruction.
  * Request to mmu.c: the interpreter's hot paths are emu_read/emu_write/emu_fetch; static inline
  * TLB-hit fast paths for them (here in cpu.h) would help performance a lot. */
+
+/* added by system */
+/* emu_read, emu_write and emu_fetch are macros over static inline TLB-hit fast paths (mmu.h,
+ * included here); the out-of-line functions of the same names still exist. Far transfers,
+ * SYSCALL/SYSRET and emu_deliver(soft) expect c->rip already past the instruction. emu_deliver()
+ * never raises for a hardware event: nested faults escalate inside it (#DF, triple fault); for
+ * soft=true a fault of the delivery itself is re-raised to exec.c (RIP back to the INT). */
+/* Power-on values of the MSRs (PAT, MISC_ENABLE, APIC_BASE with BSP for id 0, EFER, SYSCALL
+ * and SYSENTER MSRs) and an empty TLB: the glue calls it after emu_cpu_reset() (msr.c). */
+void emu_msr_reset(struct emu_cpu *c);
+#include "accel/emu/mmu.h"
