@@ -12,12 +12,13 @@
  * instruction (vcpu_pio/vcpu_mmio), so every instruction is atomic with respect to a pause.
  *
  * Exact dirty tracking: the CPU marks a page in mem->vmm_dirty on the first write through a TLB
- * entry in each dirty generation (mmu.c). A harvest bumps the generation and then waits until
- * every vCPU is outside emu_exec or has started a new batch having loaded the new generation;
- * only then is the bitmap taken (core/dirty.c). A store is therefore either before that
- * handshake (its page was marked in the old generation and is in the bitmap taken now, and its
- * data is visible through the release/acquire on seen_gen) or after it (it compares against
- * the new generation and marks again). No store is lost, at the cost of one compare per store.
+ * entry in each dirty generation (mmu.c). A harvest takes the bitmap (core/dirty.c), then bumps
+ * the generation and waits until every vCPU is outside emu_exec or has started a new batch
+ * having loaded the new generation. A store is therefore either before that handshake (its page
+ * was marked in this or an older generation, so it is in the bitmap just taken or an earlier
+ * one, and its data reaches the caller's copy, made after the handshake, through the
+ * release/acquire on seen_gen) or after it (it compares against the new generation and marks
+ * again). No store is lost, at the cost of one compare per store.
  */
 #include <errno.h>
 #include <sched.h>
@@ -118,28 +119,21 @@ static int emu_mem_register(struct vm *vm)
     return 0;
 }
 
-static int emu_dirty_log(struct vm *vm, bool on)
+/* Start a new dirty generation and wait until every vCPU has loaded it (or is outside the
+ * interpreter, where it stores nothing). */
+static void new_generation(struct emu_vmctx *x)
 {
-    struct emu_vmctx *x = vm->accel_vm;
-
-    /* A new generation makes every TLB entry mark again on its next write. */
-    atomic_fetch_add(&x->evm.dirty_gen, 1);
-    atomic_store(&x->evm.logging, on);
-    return 0;
-}
-
-static long emu_dirty_harvest(struct vm *vm, unsigned long *out)
-{
-    struct emu_vmctx *x = vm->accel_vm;
     uint64_t gen;
 
-    (void)out; /* the CPU's marks are in mem->vmm_dirty, taken by the caller after this */
     pthread_mutex_lock(&x->lock);
     gen = atomic_fetch_add(&x->evm.dirty_gen, 1) + 1;
     for (int i = 0; i < x->evm.ncpus; i++) {
-        struct emu_vcpu *ev = emu_vcpu_of(x->evm.cpus[i]);
+        struct emu_vcpu *ev;
         unsigned spins = 0;
 
+        if (!x->evm.cpus[i])
+            continue;
+        ev = emu_vcpu_of(x->evm.cpus[i]);
         while (atomic_load(&ev->in_exec) && atomic_load(&ev->seen_gen) < gen) {
             atomic_store(&ev->cpu.exit_request, true); /* end its batch now */
             if (++spins > 64)
@@ -147,6 +141,24 @@ static long emu_dirty_harvest(struct vm *vm, unsigned long *out)
         }
     }
     pthread_mutex_unlock(&x->lock);
+}
+
+static int emu_dirty_log(struct vm *vm, bool on)
+{
+    struct emu_vmctx *x = vm->accel_vm;
+
+    /* Logging first, then a generation: every TLB entry marks again on its next write, and no
+     * vCPU can have loaded the new generation while logging was still off. */
+    atomic_store(&x->evm.logging, on);
+    new_generation(x);
+    return 0;
+}
+
+/* The caller took the bitmap already (core/dirty.c); see the file comment for why. */
+static long emu_dirty_harvest(struct vm *vm, unsigned long *out)
+{
+    (void)out;
+    new_generation(vm->accel_vm);
     return 0;
 }
 
@@ -176,6 +188,7 @@ static int emu_vcpu_reset(struct vcpu *v)
 
     emu_cpu_reset(c);
     emu_lapic_reset(c->lapic);
+    emu_msr_reset(c);
     c->halted = v->id != 0; /* application processors wait for INIT/SIPI */
     return 0;
 }
@@ -365,6 +378,9 @@ static int emu_ioeventfd(struct vm *vm, uint64_t addr, uint32_t len, uint64_t da
     struct emu_vm *evm = &x->evm;
     int err = 0;
 
+    /* The interpreter compares the written value zero-extended to 64 bits. */
+    if (len < 8)
+        datamatch &= (1ull << (8 * len)) - 1;
     /* Changed only at device setup and teardown, with the vCPUs paused or not started. */
     pthread_mutex_lock(&x->lock);
     if (assign) {

@@ -193,8 +193,8 @@ int emu_cpu_state_set(struct vcpu *v, const struct x86_cpu_state *s)
     }
     c->stop = EMU_STOP_NONE;
     c->fault_depth = 0;
-    emu_mode_changed(c);
     emu_tlb_flush(c);
+    emu_mode_changed(c);
     return 0;
 }
 

@@ -35,16 +35,18 @@ int vm_dirty_log_stop(struct vm *vm)
 
 long vm_dirty_harvest(struct vm *vm, unsigned long *out)
 {
-    long added = 0, r;
+    long added, r;
 
-    /* The engine first: the emulator's CPU marks the VMM bitmap itself, and its harvest makes
-     * sure every store before this instant is in that bitmap before we take it. */
+    /* The VMM bitmap first, then the engine. The emulator's CPU marks this bitmap itself, once
+     * per TLB entry per generation; its harvest starts a new generation and waits until every
+     * vCPU has seen it. Taking the bitmap before that handshake is what makes it exact: a store
+     * before the handshake is visible to the caller's copy, a store after it marks again. */
+    added = gmem_harvest_vmm(&vm->mem, out);
     if (vm->accel && vm->mem.logging) {
         r = vm->accel->dirty_harvest(vm, out);
         if (r < 0)
             return r;
         added += r;
     }
-    added += gmem_harvest_vmm(&vm->mem, out);
     return added;
 }
