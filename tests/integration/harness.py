@@ -192,10 +192,10 @@ def guest_append(env: Env, guest: str, append: str) -> str:
 
 
 def tandem_run(env: Env, guest: str, *extra, append: str = "", procs=None, environ=None,
-               netns=None, **kw) -> Proc:
+               netns=None, accel=None, **kw) -> Proc:
     """Start `tandem run` on a guest; environ adds variables to the child's environment; netns
-    runs it inside that network namespace."""
-    argv = [env.tandem, "run", "--kernel", env.guest(guest), "--accel", env.accel]
+    runs it inside that network namespace; accel overrides env.accel (e.g. "emu,icount=on")."""
+    argv = [env.tandem, "run", "--kernel", env.guest(guest), "--accel", accel or env.accel]
     append = guest_append(env, guest, append)
     if netns:
         argv = ["ip", "netns", "exec", netns] + argv
