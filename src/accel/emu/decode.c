@@ -236,40 +236,28 @@ static bool lock_ok(unsigned op, unsigned reg)
     }
 }
 
-/* The instruction bytes seen so far; more are fetched only when the decoder needs them, so a
- * fault on the next page is raised only for bytes the instruction really has. */
-struct fbuf {
-    struct emu_cpu *c;
-    uint64_t la;
-    unsigned pos, n;
-    uint8_t b[16];
-};
+/* The instruction bytes: read straight from the guest page when the instruction cannot run off
+ * its end (the common case), else from a zero-padded copy of what the fetch returned. The decoder
+ * reads at most DECODE_SPAN bytes (prefixes are capped at 15), so it never checks bounds while
+ * decoding; afterwards emu_decode() checks the length (15 bytes, else #GP(0)) and, for the copy,
+ * whether bytes beyond what could be fetched were used (then it raises the fetch fault for them:
+ * only bytes the instruction really has can fault). */
+#define DECODE_SPAN 32
 
-static void fb_need(struct fbuf *f, unsigned k)
-{
-    if (f->pos + k > 15)
-        emu_raise(f->c, EXC_GP, 0);
-    while (f->n < f->pos + k) {
-        int got = emu_fetch(f->c, f->la + f->n, f->b + f->n, (int)(f->pos + k - f->n));
-        if (got <= 0)
-            emu_raise(f->c, EXC_GP, 0);
-        f->n += (unsigned)got;
-    }
-}
+struct fbuf {
+    const uint8_t *p;
+    unsigned pos;
+};
 
 static inline uint8_t fb_u8(struct fbuf *f)
 {
-    if (f->pos >= f->n)
-        fb_need(f, 1);
-    return f->b[f->pos++];
+    return f->p[f->pos++];
 }
 
 static inline uint16_t fb_u16(struct fbuf *f)
 {
     uint16_t v;
-    if (f->pos + 2 > f->n)
-        fb_need(f, 2);
-    memcpy(&v, f->b + f->pos, 2);
+    memcpy(&v, f->p + f->pos, 2);
     f->pos += 2;
     return v;
 }
@@ -277,9 +265,7 @@ static inline uint16_t fb_u16(struct fbuf *f)
 static inline uint32_t fb_u32(struct fbuf *f)
 {
     uint32_t v;
-    if (f->pos + 4 > f->n)
-        fb_need(f, 4);
-    memcpy(&v, f->b + f->pos, 4);
+    memcpy(&v, f->p + f->pos, 4);
     f->pos += 4;
     return v;
 }
@@ -287,9 +273,7 @@ static inline uint32_t fb_u32(struct fbuf *f)
 static inline uint64_t fb_u64(struct fbuf *f)
 {
     uint64_t v;
-    if (f->pos + 8 > f->n)
-        fb_need(f, 8);
-    memcpy(&v, f->b + f->pos, 8);
+    memcpy(&v, f->p + f->pos, 8);
     f->pos += 8;
     return v;
 }
@@ -306,122 +290,121 @@ static inline uint64_t fb_sized(struct fbuf *f, int size)
     }
 }
 
-/* 16-bit addressing: [BX+SI] [BX+DI] [BP+SI] [BP+DI] [SI] [DI] [BP]/disp16 [BX]. */
-static void modrm16(struct emu_cpu *c, struct fbuf *f, struct emu_insn *i, unsigned rm)
+/* Host pointer to the code at la when the software TLB already maps it for fetching. */
+static inline const uint8_t *code_ptr(struct emu_cpu *c, uint64_t la)
 {
-    static const int8_t base[8] = {R_BX, R_BX, R_BP, R_BP, R_SI, R_DI, R_BP, R_BX};
-    static const int8_t index[8] = {R_SI, R_DI, R_SI, R_DI, -1, -1, -1, -1};
-    uint64_t ea = 0;
+    const struct emu_tlb_entry *e = emu_tlb_slot(c, la);
+    unsigned need = (c->cpl == 3 ? EMU_TLB_UX : EMU_TLB_X) | EMU_TLB_RAM;
 
-    if (i->mod == 0 && rm == 6) {
-        ea = fb_u16(f);
-        i->seg = S_DS;
-    } else {
-        ea = c->r[base[rm]];
-        if (index[rm] >= 0)
-            ea += c->r[index[rm]];
-        i->seg = (rm == 2 || rm == 3 || rm == 6) ? S_SS : S_DS;
-        if (i->mod == 1)
-            ea += (uint64_t)(int8_t)fb_u8(f);
-        else if (i->mod == 2)
-            ea += fb_u16(f);
-    }
-    i->ea = ea & 0xffff;
+    if (e->tag == ((la & ~0xfffULL) | 1) && (e->perm & need) == need)
+        return e->host + (la & 0xfff);
+    return NULL;
 }
 
-/* 32/64-bit addressing; returns true for RIP-relative (i->ea then holds the displacement). */
-static bool modrm32(struct emu_cpu *c, struct fbuf *f, struct emu_insn *i, unsigned rm,
+/* 16-bit addressing: [BX+SI] [BX+DI] [BP+SI] [BP+DI] [SI] [DI] [BP]/disp16 [BX]. */
+static void modrm16(struct fbuf *f, struct emu_insn *i, unsigned rm)
+{
+    static const uint8_t base[8] = {R_BX, R_BX, R_BP, R_BP, R_SI, R_DI, R_BP, R_BX};
+    static const uint8_t index[8] = {R_SI, R_DI, R_SI, R_DI, NOREG, NOREG, NOREG, NOREG};
+
+    if (i->mod == 0 && rm == 6) {
+        i->disp = fb_u16(f);
+        i->seg = S_DS;
+        return;
+    }
+    i->base = base[rm];
+    i->idx = index[rm];
+    i->seg = (rm == 2 || rm == 3 || rm == 6) ? S_SS : S_DS;
+    if (i->mod == 1)
+        i->disp = (int8_t)fb_u8(f);
+    else if (i->mod == 2)
+        i->disp = fb_u16(f);
+}
+
+/* 32/64-bit addressing. */
+static void modrm32(struct emu_cpu *c, struct fbuf *f, struct emu_insn *i, unsigned rm,
                     unsigned rex)
 {
-    uint64_t ea = 0;
-    int b = -1;
+    unsigned b = NOREG;
 
-    i->seg = S_DS;
     if (rm == 4) {
         uint8_t sib = fb_u8(f);
         unsigned idx = ((sib >> 3) & 7) | ((rex & 2) << 2);
         unsigned bs = sib & 7;
         if (bs == 5 && i->mod == 0)
-            ea = (uint64_t)(int32_t)fb_u32(f);
+            i->disp = (int32_t)fb_u32(f);
         else
-            b = (int)(bs | ((rex & 1) << 3));
-        if (idx != 4)
-            ea += c->r[idx] << (sib >> 6);
+            b = bs | ((rex & 1) << 3);
+        if (idx != 4) {
+            i->idx = (uint8_t)idx;
+            i->scale = sib >> 6;
+        }
     } else if (rm == 5 && i->mod == 0) {
-        i->ea = (uint64_t)(int32_t)fb_u32(f);
-        return c->code64;
+        i->disp = (int32_t)fb_u32(f);
+        i->riprel = c->code64;
+        return;
     } else {
-        b = (int)(rm | ((rex & 1) << 3));
+        b = rm | ((rex & 1) << 3);
     }
     i->base = (uint8_t)b;
-    if (b >= 0) {
-        ea += c->r[b];
-        if (b == R_SP || b == R_BP)
-            i->seg = S_SS;
-    }
+    if (b == R_SP || b == R_BP)
+        i->seg = S_SS;
     if (i->mod == 1)
-        ea += (uint64_t)(int8_t)fb_u8(f);
+        i->disp = (int8_t)fb_u8(f);
     else if (i->mod == 2)
-        ea += (uint64_t)(int32_t)fb_u32(f);
-    i->ea = i->asize == 8 ? ea : (uint32_t)ea;
-    return false;
+        i->disp = (int32_t)fb_u32(f);
 }
 
-void emu_decode(struct emu_cpu *c, struct emu_insn *i)
+/* Prefix bytes: 0 = not a prefix. */
+enum { P_NONE, P_66, P_67, P_LOCK, P_REP, P_SEG, P_SEG64, P_REX };
+static const uint8_t prefix_kind[256] = {
+    [0x26] = P_SEG,          [0x2e] = P_SEG,   [0x36] = P_SEG,   [0x3e] = P_SEG,
+    [0x40 ... 0x4f] = P_REX, [0x64] = P_SEG64, [0x65] = P_SEG64, [0x66] = P_66,
+    [0x67] = P_67,           [0xf0] = P_LOCK,  [0xf2] = P_REP,   [0xf3] = P_REP,
+};
+
+/* Decode one instruction from f (see struct fbuf); i->len is left to the caller. */
+static void decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
 {
-    struct fbuf f;
+    struct fbuf f = *fb;
     unsigned b, rex = 0, p66 = 0, p67 = 0, rep = 0, lock = 0, seg = S_NONE, map = 0, fl;
     const struct opent *e;
-    bool m64 = c->code64, riprel = false;
-    int avail;
-
-    f.c = c;
-    f.la = m64 ? c->rip : (uint32_t)(c->seg[S_CS].base + c->rip);
-    f.pos = 0;
-    avail = 4096 - (int)(f.la & 4095);
-    f.n = (unsigned)emu_fetch(c, f.la, f.b, avail < 15 ? avail : 15);
+    bool m64 = c->code64;
 
     for (;;) {
+        unsigned k;
         b = fb_u8(&f);
-        switch (b) {
-        case 0x66:
+        k = prefix_kind[b];
+        if (__builtin_expect(k == P_NONE, 1) || (k == P_REX && !m64))
+            break;
+        if (f.pos >= 15)
+            emu_raise(c, EXC_GP, 0);
+        if (k == P_REX) {
+            rex = b;
+            continue;
+        }
+        rex = 0; /* a REX prefix counts only right before the opcode */
+        switch (k) {
+        case P_66:
             p66 = 1;
-            rex = 0;
-            continue;
-        case 0x67:
+            break;
+        case P_67:
             p67 = 1;
-            rex = 0;
-            continue;
-        case 0xf0:
+            break;
+        case P_LOCK:
             lock = 1;
-            rex = 0;
-            continue;
-        case 0xf2:
-        case 0xf3:
+            break;
+        case P_REP:
             rep = b;
-            rex = 0;
-            continue;
-        case 0x26:
-        case 0x2e:
-        case 0x36:
-        case 0x3e:
+            break;
+        case P_SEG:
             if (!m64)
                 seg = (b >> 3) & 3;
-            rex = 0;
-            continue;
-        case 0x64:
-        case 0x65:
-            seg = b - 0x60;
-            rex = 0;
-            continue;
+            break;
         default:
-            if (m64 && (b & 0xf0) == 0x40) {
-                rex = b;
-                continue;
-            }
+            seg = b - 0x60;
             break;
         }
-        break;
     }
 
     if (b != 0x0f) {
@@ -470,7 +453,11 @@ void emu_decode(struct emu_cpu *c, struct emu_insn *i)
     i->rm = (uint8_t)((b & 7) | ((rex & 1) << 3));
     i->ea = 0;
     i->seg = S_DS;
-    i->base = 0xff;
+    i->base = NOREG;
+    i->idx = NOREG;
+    i->scale = 0;
+    i->riprel = 0;
+    i->disp = 0;
     if (fl & M) {
         unsigned m = fb_u8(&f);
         i->modrm = (uint8_t)m;
@@ -481,9 +468,9 @@ void emu_decode(struct emu_cpu *c, struct emu_insn *i)
         if (i->mod == 3)
             i->rm = (uint8_t)((m & 7) | ((rex & 1) << 3));
         else if (i->asize == 2)
-            modrm16(c, &f, i, m & 7);
+            modrm16(&f, i, m & 7);
         else
-            riprel = modrm32(c, &f, i, m & 7, rex);
+            modrm32(c, &f, i, m & 7, rex);
         if ((fl & G3) && ((m >> 3) & 7) < 2)
             fl |= (b & 1) ? IZ : IB;
     }
@@ -517,12 +504,105 @@ void emu_decode(struct emu_cpu *c, struct emu_insn *i)
     default:
         break;
     }
-
-    i->len = (uint8_t)f.pos;
-    if (riprel) {
-        uint64_t ea = c->rip + f.pos + i->ea;
-        i->ea = i->asize == 8 ? ea : (uint32_t)ea;
-    }
+    fb->pos = f.pos;
     if (lock && (!(fl & LK) || i->mod == 3 || !lock_ok(i->op, i->reg & 7)))
         i->fn = ex_ud;
+}
+
+/* Effective address of the memory operand from the decoded recipe and the current registers
+ * (c->rip is still the instruction's own address). */
+static inline void compute_ea(const struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t ea = (uint64_t)(int64_t)i->disp;
+
+    if (i->base != NOREG)
+        ea += c->r[i->base];
+    if (i->idx != NOREG)
+        ea += c->r[i->idx] << i->scale;
+    if (i->riprel)
+        ea += c->rip + i->len;
+    i->ea = i->asize == 8 ? ea : i->asize == 4 ? (uint32_t)ea : (uint16_t)ea;
+}
+
+/*
+ * Decoded-instruction cache: per host thread (each vCPU runs on its own thread), direct-mapped
+ * by linear address. An entry is used only if the mode matches and the bytes now in guest memory
+ * (read through the current TLB, which also checks the fetch rights) equal the bytes it was
+ * decoded from, so self- and cross-modifying code and remapped pages need no invalidation. The
+ * memory operand's address is recomputed for every execution from the cached recipe.
+ */
+#define IC_SIZE 2048
+
+struct icache_ent {
+    struct emu_insn i;
+    uint64_t la;
+    uint64_t b0, b1; /* instruction bytes, masked to its length */
+    uint64_t m0, m1; /* the masks */
+    uint8_t mode;    /* 0: empty; else 1 | code64 << 1 | code32 << 2 */
+};
+
+static _Thread_local struct icache_ent icache[IC_SIZE];
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch)
+{
+    uint64_t la = c->code64 ? c->rip : (uint32_t)(c->seg[S_CS].base + c->rip);
+    const uint8_t *p = code_ptr(c, la);
+    struct fbuf f;
+
+    f.pos = 0;
+    if (__builtin_expect(p != NULL && (la & 0xfff) <= 4096 - DECODE_SPAN, 1)) {
+        struct icache_ent *e = &icache[(la ^ (la >> 11)) & (IC_SIZE - 1)];
+        uint8_t mode = (uint8_t)(1 | c->code64 << 1 | c->code32 << 2);
+        uint64_t q0 = load64(p), q1 = load64(p + 8);
+        struct emu_insn *i = &e->i;
+
+        if (__builtin_expect(e->la == la && e->mode == mode && (q0 & e->m0) == e->b0 &&
+                                 (q1 & e->m1) == e->b1,
+                             1)) {
+            if (i->mod != 3)
+                compute_ea(c, i);
+            return i;
+        }
+        e->mode = 0;
+        f.p = p;
+        decode_bytes(c, &f, i);
+        if (__builtin_expect(f.pos > 15, 0))
+            emu_raise(c, EXC_GP, 0);
+        i->len = (uint8_t)f.pos;
+        e->m0 = f.pos >= 8 ? ~0ULL : (1ULL << (8 * f.pos)) - 1;
+        e->m1 = f.pos > 8 ? (1ULL << (8 * (f.pos - 8))) - 1 : 0;
+        e->b0 = q0 & e->m0;
+        e->b1 = q1 & e->m1;
+        e->la = la;
+        e->mode = mode;
+        if (i->mod != 3)
+            compute_ea(c, i);
+        return i;
+    } else {
+        uint8_t buf[DECODE_SPAN];
+        unsigned got;
+
+        memset(buf, 0, sizeof(buf));
+        got = (unsigned)emu_fetch(c, la, buf, 15);
+        f.p = buf;
+        decode_bytes(c, &f, scratch);
+        if (f.pos > got && got < 15) {
+            /* The instruction goes on into a page that cannot be fetched: fault on it. */
+            uint8_t b;
+            emu_fetch(c, la + got, &b, 1);
+        }
+        if (f.pos > 15)
+            emu_raise(c, EXC_GP, 0);
+        scratch->len = (uint8_t)f.pos;
+        if (scratch->mod != 3)
+            compute_ea(c, scratch);
+        return scratch;
+    }
 }

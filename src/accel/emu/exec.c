@@ -45,7 +45,7 @@ _Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i)
 /* The hot loop, in its own frame so that a longjmp from a fault just discards it. */
 static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
 {
-    struct emu_insn i;
+    struct emu_insn scratch, *ip;
 
     while (c->icount < end) {
         if (atomic_load_explicit(&c->exit_request, memory_order_relaxed)) {
@@ -55,11 +55,11 @@ static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
         uint64_t tf = c->rflags & FL_TF;
         c->insn_start = c->rip;
         c->shadow = 0;
-        emu_decode(c, &i);
-        c->rip += i.len;
+        ip = emu_decode(c, &scratch);
+        c->rip += ip->len;
         if (!c->code64)
             c->rip = c->code32 ? (uint32_t)c->rip : (uint16_t)c->rip;
-        i.fn(c, &i);
+        ip->fn(c, ip);
         c->icount++;
         if (__builtin_expect(tf != 0, 0)) {
             /* Single-step trap after the instruction (RIP past it). */

@@ -30,8 +30,15 @@ struct emu_insn {
     uint8_t reg;    /* ModRM.reg | REX.R << 3 */
     uint8_t rm;     /* ModRM.rm | REX.B << 3 (mod 3), or the opcode's low 3 bits | REX.B */
     uint8_t modrm;  /* the raw ModRM byte */
-    uint8_t base;   /* base register of the memory operand (0xff: none or 16-bit addressing) */
+    /* The memory operand's address: disp + base + (idx << scale) (+ next RIP if riprel),
+     * truncated to asize; recomputed into ea before every execution. */
+    uint8_t base; /* NOREG: none */
+    uint8_t idx;  /* NOREG: none */
+    uint8_t scale;
+    uint8_t riprel;
+    int32_t disp;
 };
+#define NOREG 0xff
 
 /* ---- lazy flags (flags.c) ----
  * The last flag-setting operation is recorded as (lf_op, lf_dst, lf_src, lf_res, lf_size), the
@@ -340,7 +347,9 @@ static inline void pio_out(struct emu_cpu *c, uint16_t port, uint32_t v, int siz
 }
 
 /* ---- decode.c / exec.c ---- */
-void emu_decode(struct emu_cpu *c, struct emu_insn *i);
+/* Decode the instruction at c->rip (c->rip unchanged) and compute its memory operand's address.
+ * Returns the decoded record: an entry of the decoded-instruction cache, or scratch. */
+struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch);
 /* #UD for an opcode the interpreter does not implement (logged once per opcode). */
 _Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i);
 /* #UD that the architecture defines (UD2, LOCK misuse, ...): not logged. */
