@@ -24,7 +24,7 @@
 #define PAGE_BYTES      4096ull
 #define SLOT_BYTES      32ull
 #define SLOTS_PER_PAGE  (PAGE_BYTES / SLOT_BYTES)
-#define PAGES_PER_CHUNK 64ull
+#define PAGES_PER_CHUNK 64ull /* default of chunk= */
 
 struct slot {
     uint64_t tick;  /* tick that wrote it; 0 = initial pattern */
@@ -39,6 +39,7 @@ _Static_assert(sizeof(struct slot) == SLOT_BYTES, "slot layout");
 static struct slot *slots;
 static uint64_t *pagedig, *chunkdig;
 static uint64_t nslots, npages, nchunks;
+static uint64_t chunk_pages; /* chunk=: pages re-hashed per tick (default PAGES_PER_CHUNK) */
 
 /* The loop state lives in callee-saved registers for the guest's whole life, so a checkpoint
  * that pairs RAM from one instant with registers from another pairs two different states. */
@@ -106,7 +107,7 @@ static uint64_t page_sum(uint64_t p)
 
 static uint64_t chunk_end(uint64_t k)
 {
-    uint64_t end = (k + 1) * PAGES_PER_CHUNK;
+    uint64_t end = (k + 1) * chunk_pages;
     return end < npages ? end : npages;
 }
 
@@ -134,7 +135,7 @@ static void check_registers(void)
 static void check_chunk(uint64_t k)
 {
     uint64_t sum = 0;
-    for (uint64_t p = k * PAGES_PER_CHUNK; p < chunk_end(k); p++) {
+    for (uint64_t p = k * chunk_pages; p < chunk_end(k); p++) {
         uint64_t h = page_sum(p);
         if (h != pagedig[p])
             corrupt("page (content != page digest)", r_tick, p, h, pagedig[p]);
@@ -181,7 +182,7 @@ static void init_region(void)
             sum += slot_hash(i, s);
         }
         pagedig[p] = sum;
-        chunkdig[p / PAGES_PER_CHUNK] += sum;
+        chunkdig[p / chunk_pages] += sum;
         r_digest += sum;
     }
 }
@@ -200,7 +201,7 @@ static void tick(void)
     uint64_t h_new = slot_hash(i, s);
     uint64_t delta = h_new - h_old;
     pagedig[i / SLOTS_PER_PAGE] += delta;
-    chunkdig[i / SLOTS_PER_PAGE / PAGES_PER_CHUNK] += delta;
+    chunkdig[i / SLOTS_PER_PAGE / chunk_pages] += delta;
     r_digest += delta;
     r_chain = chain_next(r_chain, i, h_new);
     r_last = i;
@@ -243,6 +244,7 @@ int main(void)
     delay = rt_arg_u64("delay", 0);
     poison = rt_arg_u64("poison", 0);
     tear = rt_arg_u64("tear", 0);
+    chunk_pages = rt_arg_u64("chunk", PAGES_PER_CHUNK);
 
     if (mem < PAGE_BYTES || mem % PAGE_BYTES || mem > (1ull << 32)) {
         rt_printf("counter: mem=%lu must be a multiple of 4K, at least 4K and at most 4G\n", mem);
@@ -250,9 +252,13 @@ int main(void)
     }
     if (!every)
         every = 1;
+    if (!chunk_pages || chunk_pages > (1ull << 20)) {
+        rt_printf("counter: chunk=%lu must be 1..1M pages\n", chunk_pages);
+        return RT_EXIT_CONFIG;
+    }
     npages = mem / PAGE_BYTES;
     nslots = npages * SLOTS_PER_PAGE;
-    nchunks = (npages + PAGES_PER_CHUNK - 1) / PAGES_PER_CHUNK;
+    nchunks = (npages + chunk_pages - 1) / chunk_pages;
     full = rt_arg_u64("full", 16 * nchunks);
 
     uint64_t base = align_up(rt_image_end(), 2ull << 20);

@@ -171,6 +171,8 @@ static void emu_vcpu_destroy(struct vcpu *v)
 
     if (!ev)
         return;
+    log_debug("emu: vcpu%d retired %llu instructions in %.3f s", v->id,
+              (unsigned long long)ev->cpu.icount, (double)(emu_host_ns() - ev->time_base) / 1e9);
     if (x && v->id < x->evm.ncpus)
         x->evm.cpus[v->id] = NULL;
     if (ev->cpu.lapic)
