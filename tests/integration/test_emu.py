@@ -20,7 +20,7 @@ import threading
 import time
 
 from conftest import kvm_present
-from harness import QMP, qemu_run, qemu_status, tandem_run, tmpdir
+from harness import QMP, guest_append, qemu_run, qemu_status, tandem_run, tmpdir
 from test_migration import wait_status
 from test_virtio_guests import microvm
 
@@ -31,10 +31,10 @@ EXCEPTION = re.compile(r"^EXCEPTION vec=(\d+) rip=(0x[0-9a-f]+) err=(0x[0-9a-f]+
 IOPL0 = re.compile(r"^iopl0: in/out raised #GP (\d+) times$", re.M)
 HELLO = "hello from tandem guest"
 
-# The emulator interprets every instruction: a counter tick (re-hashing one 256 KiB chunk) costs
-# it far more than natively, and filling the region's initial pattern costs in proportion to
-# mem. mem=1M keeps start-up short; the chain still depends on mem and the tick only.
-COUNTER = "mem=1M ticks=100 every=20"
+# The emulator interprets every instruction: filling the region's initial pattern costs in
+# proportion to mem, so mem=1M keeps start-up short (the harness also makes the emulator's ticks
+# cheap with chunk=2). The chain depends on mem and the tick only.
+COUNTER = "mem=1M ticks=2000 every=250"
 
 
 def tick_lines(text: str):
@@ -56,8 +56,10 @@ def without_ram(lines):
 
 
 def run_both(env, procs, guest, append, expect=0, timeout=180, extra=()):
-    """The same guest under tandem (env.accel) and QEMU TCG; both must exit with guest value
-    expect. Returns both outputs."""
+    """The same guest under tandem (env.accel) and QEMU TCG, with the same command line (what
+    the harness adds for the engine, e.g. counter's chunk=2 on the emulator, goes to both); both
+    must exit with guest value expect. Returns both outputs."""
+    append = guest_append(env, guest, append)
     t = tandem_run(env, guest, "--no-reboot", *extra, append=append, procs=procs)
     q = qemu_run(env, guest, append=append, procs=procs)
     assert q.wait(timeout) == qemu_status(expect), q.text
@@ -69,7 +71,7 @@ def run_both(env, procs, guest, append, expect=0, timeout=180, extra=()):
 
 def test_counter_chain_matches_qemu(qemu, procs):
     t, q = run_both(qemu, procs, "counter", COUNTER)
-    assert [k for k, _ in tick_lines(q)] == [20, 40, 60, 80, 100], q
+    assert [k for k, _ in tick_lines(q)] == list(range(250, 2001, 250)), q
     assert tick_lines(t) == tick_lines(q), (t, q)
     assert "CORRUPT" not in t and guest_lines(t)[-1] == "done", t
 
@@ -135,7 +137,7 @@ def test_blkcheck_matches_qemu_microvm(qemu, procs, tmp_path):
     append = "writes=200 flush=16 irq=0"
     t = tandem_run(qemu, "blkcheck", "--disk", f"path={images[0]}", "--no-reboot", append=append,
                    procs=procs)
-    q = microvm(qemu, "blkcheck", append, ["-drive", f"if=none,id=d0,file={images[1]},format=raw",
+    q = microvm(qemu, "blkcheck", guest_append(qemu, "blkcheck", append), ["-drive", f"if=none,id=d0,file={images[1]},format=raw",
                                            "-device", "virtio-blk-device,drive=d0"], procs)
     assert q.wait(180) == qemu_status(0), q.text
     assert t.wait(180) == 0, t.text
@@ -223,10 +225,10 @@ def test_blkcheck_irq_wakes_from_hlt(vmenv, procs, tmp_path):
 
 # ---- 4. pause and state --------------------------------------------------------------------
 
-# On the emulator (about 80 ticks a second here, ~6 s for the 10,000 cycles, during which the
-# guest gets ~500 ticks done) one run outlives the cycles; on a faster engine the guest may
-# finish first, and the cycles go on in a fresh run: each run is checked in full.
-PAUSED_TICKS, PAUSED_EVERY = 1000, 50
+# A run is a few seconds on the emulator (counter with the harness's chunk=2), about as long as
+# the 10,000 cycles, so they span one to three runs; whenever the guest finishes first, the
+# cycles go on in a fresh run, so the count holds on any engine, and each run is checked in full.
+PAUSED_TICKS, PAUSED_EVERY = 20000, 1000
 PAUSED = f"mem=1M ticks={PAUSED_TICKS} every={PAUSED_EVERY}"
 CYCLES = 10000
 
@@ -361,26 +363,34 @@ def test_10000_stop_cont_cycles_leave_the_counter_intact(vmenv, procs):
 def test_snapshot_continues_the_chain(vmenv, procs):
     """`migrate file:` on a paused counter, then `--incoming file:` in a fresh process: the
     restored guest prints exactly what an uninterrupted run prints after that instant (even the
-    rest of a line cut in the middle), exits 0, and no tick line is lost or repeated."""
-    append, mem = "mem=1M ticks=200 every=20", "64M"
-    ref = tandem_run(vmenv, "counter", "--no-reboot", "--memory", mem, append=append, procs=procs)
+    rest of a line cut in the middle): no tick line lost, repeated or different."""
+    every, mem = 500, "64M"
+    append = f"mem=1M every={every}"  # forever: the instant of the stop does not matter
     sock, snap = tmpdir() / "qmp.sock", tmpdir() / "snap.bin"
     src = tandem_run(vmenv, "counter", "--no-reboot", "--memory", mem, "--qmp", f"unix:{sock}",
                      append=append, procs=procs)
     q = QMP(sock)
-    src.wait_for(r"tick 60 chain=", timeout=120)
+    src.wait_for(rf"tick {2 * every} chain=", timeout=120)
     q.cmd("stop")
     q.cmd("migrate", {"uri": f"file:{snap}"})
     wait_status(q, "completed")
     before = src.text  # the source stays paused: its output is final
-    assert "tick 60 chain=" in before and "done" not in before, before  # maybe mid-line
+    last = tick_lines(before)[-1][0]
     dst = tandem_run(vmenv, "counter", "--no-reboot", "--memory", mem, "--incoming",
                      f"file:{snap}", procs=procs)
-    assert dst.wait(300) == 0, dst.text
+    # An uninterrupted run to four lines past the snapshot, and the restored one that far.
+    end = last + 4 * every
+    ref = tandem_run(vmenv, "counter", "--no-reboot", "--memory", mem,
+                     append=f"{append} ticks={end}", procs=procs)
     assert ref.wait(300) == 0, ref.text
-    assert before + dst.text == ref.text, (before[-300:], dst.text[:300])
-    assert "CORRUPT" not in dst.text and guest_lines(dst.text)[-1] == "done", dst.text
-    assert src.alive(), src.text
+    dst.wait_for(rf"tick {end} chain=[0-9a-f]{{16}}\n", timeout=300)
+    want = ref.text[:ref.text.index(f"tick {end} chain=")]
+    want += ref.text[len(want):].split("\n", 1)[0] + "\n"  # up to the end of tick `end`'s line
+    want = want.replace(f"ticks={end}", "ticks=0", 1)  # the start line says the options
+    got = before + dst.text
+    assert got[:len(want)] == want, (before[-300:], dst.text[:300])
+    assert "CORRUPT" not in dst.text, dst.text
+    assert dst.alive() and src.alive(), (src.text[-300:], dst.text[-300:])
     q.cmd("quit")
     assert src.wait(60) == 0
     q.close()
@@ -466,4 +476,4 @@ def test_icount_runs_are_identical(vmenv, procs):
     assert outs[0] == outs[1], outs
     plain = tandem_run(vmenv, "counter", "--no-reboot", accel="emu", append=COUNTER, procs=procs)
     assert plain.wait(300) == 0, plain.text
-    assert tick_lines(outs[0]) == tick_lines(plain.text) and len(tick_lines(plain.text)) == 5
+    assert tick_lines(outs[0]) == tick_lines(plain.text) and len(tick_lines(plain.text)) == 8
