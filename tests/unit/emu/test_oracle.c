@@ -17,7 +17,7 @@
  *   EXC_BASE + 16 * vector (each a HLT), so the vector is read back from RIP.
  *
  * Environment (manual runs): TANDEM_ORACLE_SEED (default 0x7a4d3e1), TANDEM_ORACLE_ITERS
- * (states per form, default 400), TANDEM_ORACLE_FORM (substring filter on form names),
+ * (states per form, default 500), TANDEM_ORACLE_FORM (substring filter on form names),
  * TANDEM_ORACLE_VERBOSE=1 (one line per form), TANDEM_ORACLE_RAW=1 (no Unicorn quirk handling),
  * TANDEM_ORACLE_ALL=1 (also forms whose CPUID feature tandem does not report).
  *
@@ -464,6 +464,8 @@ static uint64_t addr_val(const struct gen *g, uint64_t v)
 static void gen_addr(struct gen *g, struct state *s)
 {
     uint64_t target = EA_LO + rnd() % (EA_HI - EA_LO);
+    if (rndn(8) == 0) /* straddle the page boundary between the data pages */
+        target = DATA + 0x1000 - 1 - rndn(16);
     if (g->ea_align)
         target &= ~(uint64_t)(g->ea_align - 1);
     g->ea = target;
@@ -848,7 +850,10 @@ static void generate(struct gen *g, const struct oracle_form *f, int osz, bool m
                rndn(8) == 0) {
         g->seg = 0x64; /* ignored for the ES:RDI operand of STOS/SCAS */
     }
-    g->lock = (f->flags & X_LOCK) && mem && rndn(3) == 0;
+    /* LOCK on a lockable memory form; rarely on a register destination or a form that does not
+     * take it (#UD: "the LOCK prefix can be prepended only to [...] and only to those forms of
+     * the instructions where the destination operand is a memory operand", SDM Vol. 2 LOCK). */
+    g->lock = (f->flags & X_LOCK) ? (mem ? rndn(3) == 0 : rndn(32) == 0) : rndn(64) == 0;
     if (f->modrm == MR_REG)
         g->regf = (int)rndn((unsigned)g->lim);
     if (f->flags & X_PLUSR)
@@ -908,8 +913,8 @@ static void generate(struct gen *g, const struct oracle_form *f, int osz, bool m
     /* prefixes (legacy ones in random order), REX, opcode, ModRM, SIB, displacement, imm */
     uint8_t pre[6];
     int np = 0;
-    if (osz == 2)
-        pre[np++] = 0x66;
+    if (osz == 2 || (osz == 8 && !(f->flags & X_D64) && rndn(8) == 0))
+        pre[np++] = 0x66; /* with REX.W, 66h is ignored */
     if (g->lock)
         pre[np++] = 0xf0;
     if (g->a32)
@@ -1210,6 +1215,12 @@ static bool check(const struct gen *g, const struct state *in, const uint8_t *im
  *    LAHF: "AH <- RFLAGS(SF:ZF:0:AF:0:PF:1:CF)", SAHF: "RFLAGS(SF:ZF:0:AF:0:PF:1:CF) <- AH";
  *    REX selects no other register). Corrected: RSP keeps its input value and AH / the flags
  *    get the SDM's value.
+ * Q6 LOCK on an instruction that does not take it, or with a register destination: the SDM
+ *    requires #UD (Vol. 2 LOCK: "An undefined opcode exception will also be generated if the LOCK
+ *    prefix is used with any instruction not in the above list"); Unicorn executes the
+ *    instruction as if unlocked, and for some (f0 4d 33 d2, lock xor r10, r10) aborts the process
+ *    in TCG ("tcg fatal error"). Unicorn is not run: the expected outcome is #UD with the
+ *    registers unchanged.
  */
 enum { QUIRK_NONE, QUIRK_FIXED, QUIRK_SKIP };
 
@@ -1218,10 +1229,15 @@ static bool parity_even(uint64_t v)
     return !(__builtin_popcountll(v & 0xff) & 1);
 }
 
-/* Before running: QUIRK_SKIP if the state hits a deviation the oracle cannot be corrected for. */
+/* Before running: QUIRK_SKIP if the state hits a deviation the oracle cannot be corrected for,
+ * QUIRK_UD if the SDM's outcome is #UD and Unicorn must not run. */
+enum { QUIRK_UD = 3 };
+
 static int unicorn_skip(const struct gen *g)
 {
     const struct oracle_form *f = g->f;
+    if (g->lock && (!(f->flags & X_LOCK) || !g->mem))
+        return QUIRK_UD; /* Q6 */
     if (f->nop == 2 && f->op[0] == 0x0f && (f->op[1] == 0xa4 || f->op[1] == 0xac) && g->mem &&
         g->riprel)
         return QUIRK_SKIP; /* Q3 */
@@ -1279,7 +1295,7 @@ static int unicorn_fix(const struct gen *g, const struct state *in, const uint8_
 
 /* ---- driver ---- */
 
-static unsigned iters = 400;
+static unsigned iters = 500;
 static uint64_t seed = 0x7a4d3e1;
 static const char *filter;
 static bool verbose;
@@ -1306,11 +1322,19 @@ static void run_form(const struct oracle_form *f, size_t idx, int osz, bool mem,
     rng = splitmix(&x) | 1;
     for (unsigned i = 0; i < iters; i++) {
         generate(&g, f, osz, mem, &in, img);
-        if (!raw && unicorn_skip(&g) == QUIRK_SKIP) {
+        int q = unicorn_skip(&g);
+        if (!raw && q == QUIRK_SKIP) {
             st->quirks++;
             continue;
         }
-        run_unicorn(&g, &in, img, &ru);
+        if (q == QUIRK_UD) { /* even with TANDEM_ORACLE_RAW: Unicorn may abort */
+            ru.s = in;
+            ru.vec = EXC_UD;
+            ru.note[0] = 0;
+            st->quirks++;
+        } else {
+            run_unicorn(&g, &in, img, &ru);
+        }
         if (!raw && unicorn_fix(&g, &in, img, &ru) == QUIRK_FIXED)
             st->quirks++;
         run_tandem(&g, &in, img, &rt);
