@@ -5,7 +5,8 @@
 static const uint8_t alu_lf[8] = {LF_ADD,   LF_LOGIC, LF_ADC,   LF_SBB,
                                   LF_LOGIC, LF_SUB,   LF_LOGIC, LF_SUB};
 
-static inline uint64_t alu_calc(int op, uint64_t d, uint64_t s, uint64_t cf, int size)
+static inline __attribute__((always_inline)) uint64_t alu_calc(int op, uint64_t d, uint64_t s,
+                                                               uint64_t cf, int size)
 {
     uint64_t r;
 
@@ -36,7 +37,8 @@ static inline uint64_t alu_calc(int op, uint64_t d, uint64_t s, uint64_t cf, int
 }
 
 /* op r/m, src (op 7 = CMP writes nothing). */
-static void alu_rm(struct emu_cpu *c, struct emu_insn *i, int op, uint64_t src, int size)
+static inline __attribute__((always_inline)) void alu_rm(struct emu_cpu *c, struct emu_insn *i,
+                                                         int op, uint64_t src, int size)
 {
     uint64_t d, r, cf = 0;
 
@@ -61,9 +63,11 @@ static void alu_rm(struct emu_cpu *c, struct emu_insn *i, int op, uint64_t src, 
     lf_set(c, alu_lf[op], d, src, r, size);
 }
 
-void ex_alu(struct emu_cpu *c, struct emu_insn *i)
+/* 00-3D: the eight operations in six forms (Eb,Gb Ev,Gv Gb,Eb Gv,Ev AL,Ib rAX,Iz). */
+static inline __attribute__((always_inline)) void alu_form(struct emu_cpu *c, struct emu_insn *i,
+                                                           int op)
 {
-    int op = (i->op >> 3) & 7, size = (i->op & 1) ? i->opsize : 1;
+    int size = (i->op & 1) ? i->opsize : 1;
     uint64_t d, s, r, cf;
 
     switch (i->op & 7) {
@@ -93,10 +97,40 @@ void ex_alu(struct emu_cpu *c, struct emu_insn *i)
     }
 }
 
+/* One handler per operation, so the operation is constant in each (the decoder picks them);
+ * the _i variants are 80-83 (r/m, imm). */
+#define ALU_OP(name, opn)                                                                          \
+    static void ex_##name(struct emu_cpu *c, struct emu_insn *i)                                   \
+    {                                                                                              \
+        alu_form(c, i, opn);                                                                       \
+    }                                                                                              \
+    static void ex_##name##_i(struct emu_cpu *c, struct emu_insn *i)                               \
+    {                                                                                              \
+        alu_rm(c, i, opn, i->imm, (i->op & 1) ? i->opsize : 1);                                    \
+    }
+
+ALU_OP(add, 0)
+ALU_OP(or, 1)
+ALU_OP(adc, 2)
+ALU_OP(sbb, 3)
+ALU_OP(and, 4)
+ALU_OP(sub, 5)
+ALU_OP(xor, 6)
+ALU_OP(cmp, 7)
+
+const emu_handler emu_alu_handlers[8] = {ex_add, ex_or,  ex_adc, ex_sbb,
+                                         ex_and, ex_sub, ex_xor, ex_cmp};
+const emu_handler emu_alu_imm_handlers[8] = {ex_add_i, ex_or_i,  ex_adc_i, ex_sbb_i,
+                                             ex_and_i, ex_sub_i, ex_xor_i, ex_cmp_i};
+
+void ex_alu(struct emu_cpu *c, struct emu_insn *i)
+{
+    emu_alu_handlers[(i->op >> 3) & 7](c, i);
+}
+
 void ex_grp1(struct emu_cpu *c, struct emu_insn *i)
 {
-    int size = (i->op & 1) ? i->opsize : 1;
-    alu_rm(c, i, i->reg & 7, i->imm, size);
+    emu_alu_imm_handlers[i->reg & 7](c, i);
 }
 
 void ex_test(struct emu_cpu *c, struct emu_insn *i)

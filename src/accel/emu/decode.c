@@ -216,6 +216,9 @@ static const struct opent ent_mib = {M | IB, ex_unimpl};
 static bool lock_ok(unsigned op, unsigned reg)
 {
     switch (op) {
+    case 0x38: /* CMP writes nothing */
+    case 0x39:
+        return false;
     case 0x80:
     case 0x81:
     case 0x82:
@@ -242,7 +245,7 @@ static bool lock_ok(unsigned op, unsigned reg)
  * decoding; afterwards emu_decode() checks the length (15 bytes, else #GP(0)) and, for the copy,
  * whether bytes beyond what could be fetched were used (then it raises the fetch fault for them:
  * only bytes the instruction really has can fault). */
-#define DECODE_SPAN 32
+#define DECODE_SPAN EMU_DECODE_SPAN
 
 struct fbuf {
     const uint8_t *p;
@@ -288,17 +291,6 @@ static inline uint64_t fb_sized(struct fbuf *f, int size)
     default:
         return fb_u64(f);
     }
-}
-
-/* Host pointer to the code at la when the software TLB already maps it for fetching. */
-static inline const uint8_t *code_ptr(struct emu_cpu *c, uint64_t la)
-{
-    const struct emu_tlb_entry *e = emu_tlb_slot(c, la);
-    unsigned need = (c->cpl == 3 ? EMU_TLB_UX : EMU_TLB_X) | EMU_TLB_RAM;
-
-    if (e->tag == ((la & ~0xfffULL) | 1) && (e->perm & need) == need)
-        return e->host + (la & 0xfff);
-    return NULL;
 }
 
 /* 16-bit addressing: [BX+SI] [BX+DI] [BP+SI] [BP+DI] [SI] [DI] [BP]/disp16 [BX]. */
@@ -505,75 +497,38 @@ static void decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
         break;
     }
     fb->pos = f.pos;
+    /* Specialized handlers where the operation is known now. */
+    if (map == 0) {
+        if (b < 0x40 && (b & 7) < 6)
+            i->fn = emu_alu_handlers[b >> 3];
+        else if (b >= 0x80 && b <= 0x83 && i->fn == ex_grp1)
+            i->fn = emu_alu_imm_handlers[i->reg & 7];
+    }
     if (lock && (!(fl & LK) || i->mod == 3 || !lock_ok(i->op, i->reg & 7)))
         i->fn = ex_ud;
 }
 
-/* Effective address of the memory operand from the decoded recipe and the current registers
- * (c->rip is still the instruction's own address). */
-static inline void compute_ea(const struct emu_cpu *c, struct emu_insn *i)
+/* The decoded-instruction cache (see insn.h). */
+_Thread_local struct emu_icache_ent emu_icache[EMU_IC_SIZE]
+    __attribute__((tls_model("initial-exec")));
+
+/* Cache miss or no direct host pointer: decode from memory (into the cache when the
+ * instruction can be verified there later, else into scratch). */
+struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, uint64_t la,
+                                 const uint8_t *p)
 {
-    uint64_t ea = (uint64_t)(int64_t)i->disp;
-
-    if (i->base != NOREG)
-        ea += c->r[i->base];
-    if (i->idx != NOREG)
-        ea += c->r[i->idx] << i->scale;
-    if (i->riprel)
-        ea += c->rip + i->len;
-    i->ea = i->asize == 8 ? ea : i->asize == 4 ? (uint32_t)ea : (uint16_t)ea;
-}
-
-/*
- * Decoded-instruction cache: per host thread (each vCPU runs on its own thread), direct-mapped
- * by linear address. An entry is used only if the mode matches and the bytes now in guest memory
- * (read through the current TLB, which also checks the fetch rights) equal the bytes it was
- * decoded from, so self- and cross-modifying code and remapped pages need no invalidation. The
- * memory operand's address is recomputed for every execution from the cached recipe.
- */
-#define IC_SIZE 2048
-
-struct icache_ent {
-    struct emu_insn i;
-    uint64_t la;
-    uint64_t b0, b1; /* instruction bytes, masked to its length */
-    uint64_t m0, m1; /* the masks */
-    uint8_t mode;    /* 0: empty; else 1 | code64 << 1 | code32 << 2 */
-};
-
-static _Thread_local struct icache_ent icache[IC_SIZE];
-
-static inline uint64_t load64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
-struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch)
-{
-    uint64_t la = c->code64 ? c->rip : (uint32_t)(c->seg[S_CS].base + c->rip);
-    const uint8_t *p = code_ptr(c, la);
     struct fbuf f;
 
     f.pos = 0;
-    if (__builtin_expect(p != NULL && (la & 0xfff) <= 4096 - DECODE_SPAN, 1)) {
-        struct icache_ent *e = &icache[(la ^ (la >> 11)) & (IC_SIZE - 1)];
-        uint8_t mode = (uint8_t)(1 | c->code64 << 1 | c->code32 << 2);
-        uint64_t q0 = load64(p), q1 = load64(p + 8);
+    if (p != NULL) {
+        struct emu_icache_ent *e = emu_icache_slot(la);
         struct emu_insn *i = &e->i;
+        uint64_t q0 = emu_load64(p), q1 = emu_load64(p + 8);
 
-        if (__builtin_expect(e->la == la && e->mode == mode && (q0 & e->m0) == e->b0 &&
-                                 (q1 & e->m1) == e->b1,
-                             1)) {
-            if (i->mod != 3)
-                compute_ea(c, i);
-            return i;
-        }
         e->mode = 0;
         f.p = p;
         decode_bytes(c, &f, i);
-        if (__builtin_expect(f.pos > 15, 0))
+        if (f.pos > 15)
             emu_raise(c, EXC_GP, 0);
         i->len = (uint8_t)f.pos;
         e->m0 = f.pos >= 8 ? ~0ULL : (1ULL << (8 * f.pos)) - 1;
@@ -581,9 +536,9 @@ struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch)
         e->b0 = q0 & e->m0;
         e->b1 = q1 & e->m1;
         e->la = la;
-        e->mode = mode;
+        e->mode = emu_icache_mode(c);
         if (i->mod != 3)
-            compute_ea(c, i);
+            emu_compute_ea(c, i);
         return i;
     } else {
         uint8_t buf[DECODE_SPAN];
@@ -602,7 +557,7 @@ struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch)
             emu_raise(c, EXC_GP, 0);
         scratch->len = (uint8_t)f.pos;
         if (scratch->mod != 3)
-            compute_ea(c, scratch);
+            emu_compute_ea(c, scratch);
         return scratch;
     }
 }

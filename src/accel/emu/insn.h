@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "accel/emu/cpu.h"
 
@@ -346,10 +347,89 @@ static inline void pio_out(struct emu_cpu *c, uint16_t port, uint32_t v, int siz
         c->io.pio(c->io.opaque, port, &v, (uint32_t)size, true);
 }
 
-/* ---- decode.c / exec.c ---- */
+/* ---- decode.c: decoding and the decoded-instruction cache ----
+ * The cache is per host thread (each vCPU runs on its own thread), direct-mapped by linear
+ * address. An entry is used only if the mode matches and the bytes now in guest memory (read
+ * through the current TLB, which also checks the fetch rights) equal the bytes it was decoded
+ * from, so self- and cross-modifying code and remapped pages need no invalidation. The memory
+ * operand's address is recomputed for every execution from the cached recipe. */
+#define EMU_IC_SIZE     2048
+#define EMU_DECODE_SPAN 32 /* the decoder reads at most this many bytes */
+
+struct emu_icache_ent {
+    struct emu_insn i;
+    uint64_t la;
+    uint64_t b0, b1; /* instruction bytes, masked to its length */
+    uint64_t m0, m1; /* the masks */
+    uint8_t mode;    /* 0: empty; else emu_icache_mode() */
+};
+
+/* initial-exec: the hot path reaches it with one %fs-relative access (the library is built
+ * -fPIC, whose default TLS model would call __tls_get_addr). */
+extern _Thread_local struct emu_icache_ent emu_icache[EMU_IC_SIZE]
+    __attribute__((tls_model("initial-exec")));
+
+struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, uint64_t la,
+                                 const uint8_t *p);
+
+static inline uint8_t emu_icache_mode(const struct emu_cpu *c)
+{
+    return (uint8_t)(1 | c->code64 << 1 | c->code32 << 2);
+}
+
+static inline struct emu_icache_ent *emu_icache_slot(uint64_t la)
+{
+    return &emu_icache[(la ^ (la >> 11)) & (EMU_IC_SIZE - 1)];
+}
+
+static inline uint64_t emu_load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* Effective address of the memory operand from the decoded recipe and the current registers
+ * (c->rip is still the instruction's own address). */
+static inline void emu_compute_ea(const struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t ea = (uint64_t)(int64_t)i->disp;
+    unsigned base = i->base, idx = i->idx, asize = i->asize;
+
+    if (base != NOREG)
+        ea += c->r[base];
+    if (idx != NOREG)
+        ea += c->r[idx] << i->scale;
+    if (i->riprel)
+        ea += c->rip + i->len;
+    i->ea = asize == 8 ? ea : asize == 4 ? (uint32_t)ea : (uint16_t)ea;
+}
+
 /* Decode the instruction at c->rip (c->rip unchanged) and compute its memory operand's address.
  * Returns the decoded record: an entry of the decoded-instruction cache, or scratch. */
-struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch);
+static inline struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *scratch)
+{
+    uint64_t la = c->code64 ? c->rip : (uint32_t)(c->seg[S_CS].base + c->rip);
+    const struct emu_tlb_entry *t = emu_tlb_slot(c, la);
+    unsigned need = (c->cpl == 3 ? EMU_TLB_UX : EMU_TLB_X) | EMU_TLB_RAM;
+    const uint8_t *p = NULL;
+
+    if (__builtin_expect(t->tag == ((la & ~0xfffULL) | 1) && (t->perm & need) == need &&
+                             (la & 0xfff) <= 4096 - EMU_DECODE_SPAN,
+                         1)) {
+        struct emu_icache_ent *e = emu_icache_slot(la);
+        p = t->host + (la & 0xfff);
+        if (__builtin_expect(e->la == la && e->mode == emu_icache_mode(c) &&
+                                 (emu_load64(p) & e->m0) == e->b0 &&
+                                 (emu_load64(p + 8) & e->m1) == e->b1,
+                             1)) {
+            if (e->i.mod != 3)
+                emu_compute_ea(c, &e->i);
+            return &e->i;
+        }
+    }
+    return emu_decode_slow(c, scratch, la, p);
+}
 /* #UD for an opcode the interpreter does not implement (logged once per opcode). */
 _Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i);
 /* #UD that the architecture defines (UD2, LOCK misuse, ...): not logged. */
@@ -357,6 +437,10 @@ _Noreturn void ex_ud(struct emu_cpu *c, struct emu_insn *i);
 
 /* ---- handlers, by file ---- */
 /* alu.c */
+/* ADD OR ADC SBB AND SUB XOR CMP: forms 00-3D, and 80-83 (by ModRM.reg); the decoder installs
+ * these directly. */
+extern const emu_handler emu_alu_handlers[8];
+extern const emu_handler emu_alu_imm_handlers[8];
 void emu_incdec_rm(struct emu_cpu *c, struct emu_insn *i, bool dec, int size);
 void ex_alu(struct emu_cpu *c, struct emu_insn *i);
 void ex_grp1(struct emu_cpu *c, struct emu_insn *i);
