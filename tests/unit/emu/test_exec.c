@@ -147,6 +147,12 @@ static const uint8_t c_xlat_str[] = {0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00, 0
                                      0x11, 0x22, 0x33, 0x44, 0xb8, 0x02, 0x00, 0x00, 0x00,
                                      0xd7, 0x48, 0xc7, 0xc7, 0x00, 0x00, 0x20, 0x00, 0xb9,
                                      0x04, 0x00, 0x00, 0x00, 0xb0, 0x33, 0xf2, 0xae, 0xf4};
+/* mov rdi, 0x200ff8; mov ecx, 1000; mov rax, 0x1122334455667788; rep stosq; mov rsi, 0x200000;
+ * mov byte ptr [rsi], 0x5a; lea rdi, [rsi+1]; mov ecx, 5000; rep movsb; hlt */
+static const uint8_t c_repbig[] = {
+    0x48, 0xc7, 0xc7, 0xf8, 0x0f, 0x20, 0x00, 0xb9, 0xe8, 0x03, 0x00, 0x00, 0x48, 0xb8, 0x88, 0x77,
+    0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xf3, 0x48, 0xab, 0x48, 0xc7, 0xc6, 0x00, 0x00, 0x20, 0x00,
+    0xc6, 0x06, 0x5a, 0x48, 0x8d, 0x7e, 0x01, 0xb9, 0x88, 0x13, 0x00, 0x00, 0xf3, 0xa4, 0xf4};
 /* mov dword ptr [rip + target], 0x12345678; shld word ptr [rip + target + 4], ax, 4; hlt;
  * target at CODE + 0x100 (the SHLD displacement must count its imm8) */
 static const uint8_t c_riprel[] = {0xc7, 0x05, 0xf6, 0x00, 0x00, 0x00, 0x78, 0x56, 0x34, 0x12,
@@ -297,7 +303,7 @@ static enum emu_stop run_at(uint64_t at, const uint8_t *code, size_t len)
 
     cpu_init(cpu, 0);
     memset(gmem.base + CODE, 0, 0x1000);
-    memset(gmem.base + DATA, 0, 0x2000);
+    memset(gmem.base + DATA, 0, 0x4000);
     memcpy(gmem.base + at, code, len);
     cpu->rip = at;
     s = emu_exec(cpu, 1000000);
@@ -503,6 +509,18 @@ static void test_string(void **state)
                          0x11223344);
     assert_int_equal(cpu->r[R_DI], DATA - 4);
     assert_int_equal(flags() & FL_DF, 0);
+
+    /* Runs across pages (the host-pointer path), and an overlapping forward MOVSB that
+     * replicates its first byte as the instruction does. */
+    assert_int_equal(RUN(c_repbig), EMU_STOP_HLT);
+    for (uint64_t a = DATA; a <= DATA + 5000; a++)
+        assert_int_equal(gmem.base[a], 0x5a);
+    for (uint64_t a = 0x201390; a <= 0x202f30; a += 8)
+        assert_int_equal(get64(a), 0x1122334455667788ULL);
+    assert_int_equal(gmem.base[0x202f38], 0);
+    assert_int_equal(cpu->r[R_SI], DATA + 5000);
+    assert_int_equal(cpu->r[R_DI], DATA + 5001);
+    assert_int_equal(cpu->r[R_CX], 0);
 
     assert_int_equal(RUN(c_xlat_str), EMU_STOP_HLT);
     assert_int_equal(cpu->r[R_DI], DATA + 3);
