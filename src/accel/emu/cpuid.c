@@ -16,6 +16,11 @@
      (1u << 19) | (1u << 24) | (1u << 25) | (1u << 26))
 #define L1_EDX_HTT    (1u << 28)
 #define L1_ECX_HYPERV (1u << 31)
+/* Leaf 1 ECX: CMPXCHG16B and POPCNT, which the interpreter executes. */
+#define L1_ECX (1u << 13 | 1u << 23)
+/* 0x80000001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM). TZCNT needs BMI1, not claimed: F3 0F BC
+ * then means BSF on hardware, which gives the same result for a non-zero source. */
+#define E1_ECX (1u << 0 | 1u << 5)
 #define L7_EBX_SMEP   (1u << 7)
 /* 0x80000001 EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, LM. */
 #define E1_EDX ((1u << 11) | (1u << 20) | (1u << 26) | (1u << 27) | (1u << 29))
@@ -70,7 +75,7 @@ static void basic(struct emu_cpu *c, uint32_t leaf, uint32_t sub, uint32_t out[4
     case 1:
         out[0] = 0x000006f1; /* family 6, model 0x0f, stepping 1 */
         out[1] = (8u << 8) | ((n & 0xff) << 16) | ((uint32_t)(c->id & 0xff) << 24);
-        out[2] = L1_ECX_HYPERV;
+        out[2] = L1_ECX_HYPERV | L1_ECX;
         out[3] = L1_EDX | (n > 1 ? L1_EDX_HTT : 0);
         break;
     case 2:
@@ -120,6 +125,7 @@ static void extended(uint32_t leaf, uint32_t out[4])
         break;
     case 0x80000001:
         out[3] = E1_EDX;
+        out[2] = E1_ECX;
         break;
     case 0x80000002:
     case 0x80000003:
