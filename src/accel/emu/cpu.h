@@ -328,13 +328,12 @@ uint64_t emu_cpu_time_ns(struct emu_cpu *c);
 /* How emu_raise() (excp.c) hands a fault to emu_exec() (exec.c): it stores the vector and the
  * error code in c->fault_vec / c->fault_err and does longjmp(c->fault_jmp, 1). exec.c then sets
  * rip = insn_start and calls emu_deliver(c, fault_vec, emu_vec_has_error(fault_vec), fault_err,
- * false). If emu_deliver() itself raises, exec.c lands again and delivers the new vector the same
- * way; excp.c tracks fault_depth for #DF/triple-fault escalation (and resets it to 0 after a
- * successful delivery). INT n/INT3/INTO call emu_deliver(..., soft=true) from inside the
- * instruction with RIP already past it; a fault raised there lands in exec.c, which restores rip
- * to the INT instruction.
- * Request to mmu.c: the interpreter's hot paths are emu_read/emu_write/emu_fetch; static inline
- * TLB-hit fast paths for them (here in cpu.h) would help performance a lot. */
+ * false). INT n/INT3/INTO call emu_deliver(..., soft=true) from inside the instruction with RIP
+ * already past it; a fault raised there lands in exec.c, which restores rip to the INT
+ * instruction and delivers that fault. Faults count against emu_exec()'s budget.
+ * The interpreter also reads TLB entries through mmu.h's emu_tlb_slot() and EMU_TLB_* rights:
+ * instruction fetch (decode.c: X/UX + RAM) and REP MOVS/STOS runs (string.c: R/UR, W/UW + RAM
+ * and the dirty_gen check of emu_write_inline). */
 
 /* added by system */
 /* emu_read, emu_write and emu_fetch are macros over static inline TLB-hit fast paths (mmu.h,

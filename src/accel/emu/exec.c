@@ -61,8 +61,9 @@ static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
             c->rip = c->code32 ? (uint32_t)c->rip : (uint16_t)c->rip;
         ip->fn(c, ip);
         c->icount++;
-        if (__builtin_expect(tf != 0, 0)) {
-            /* Single-step trap after the instruction (RIP past it). */
+        if (__builtin_expect(tf != 0, 0) && !(ip->op >= 0xcc && ip->op <= 0xce)) {
+            /* Single-step trap after the instruction (RIP past it); INT n/INT3/INTO clear TF
+             * on the way into their handler and do not trap. */
             c->dr[6] |= 0x4000;
             emu_deliver(c, EXC_DB, false, 0, false);
         }
