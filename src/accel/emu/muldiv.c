@@ -136,7 +136,7 @@ void emu_muldiv(struct emu_cpu *c, struct emu_insn *i, int size)
 }
 
 /* Truncated signed product a * b of size bytes; *ovf when it does not fit. */
-static uint64_t imul_trunc(uint64_t a, uint64_t b, int size, bool *ovf)
+static inline uint64_t imul_trunc(uint64_t a, uint64_t b, int size, bool *ovf)
 {
     if (size == 8) {
         s128 p = (s128)(int64_t)a * (int64_t)b;

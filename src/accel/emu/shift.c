@@ -14,7 +14,7 @@ static inline uint64_t shr(uint64_t v, unsigned n)
 }
 
 /* Read the r/m destination; for memory also its linear address. */
-static uint64_t dst_read(struct emu_cpu *c, struct emu_insn *i, int size, uint64_t *la)
+static inline uint64_t dst_read(struct emu_cpu *c, struct emu_insn *i, int size, uint64_t *la)
 {
     if (i->mod == 3)
         return reg_rd(c, i, i->rm, size);
@@ -22,7 +22,7 @@ static uint64_t dst_read(struct emu_cpu *c, struct emu_insn *i, int size, uint64
     return emu_read(c, *la, size);
 }
 
-static void dst_write(struct emu_cpu *c, struct emu_insn *i, uint64_t la, uint64_t v, int size)
+static inline void dst_write(struct emu_cpu *c, struct emu_insn *i, uint64_t la, uint64_t v, int size)
 {
     if (i->mod == 3)
         reg_wr(c, i, i->rm, v, size);
