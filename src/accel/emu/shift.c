@@ -22,7 +22,8 @@ static inline uint64_t dst_read(struct emu_cpu *c, struct emu_insn *i, int size,
     return emu_read(c, *la, size);
 }
 
-static inline void dst_write(struct emu_cpu *c, struct emu_insn *i, uint64_t la, uint64_t v, int size)
+static inline void dst_write(struct emu_cpu *c, struct emu_insn *i, uint64_t la, uint64_t v,
+                             int size)
 {
     if (i->mod == 3)
         reg_wr(c, i, i->rm, v, size);
