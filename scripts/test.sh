@@ -39,23 +39,40 @@ if [[ -n $fmt_files ]] && ! clang-format --dry-run --Werror $fmt_files >"$result
 fi
 
 export TANDEM_ROOT=$ROOT
-run_suite() { # name, build dir
+run_unit() { # name, build dir
   local name=$1 dir=$2
   echo "== unit tests ($name)"
   meson test -C "$dir" --print-errorlogs --num-processes 2 >"$results/unit-$name.txt" 2>&1
   tail -12 "$results/unit-$name.txt"
   cp "$dir/meson-logs/testlog.json" "$results/unit-$name.json" 2>/dev/null
-  echo "== integration tests ($name)"
-  TANDEM_BUILD=$ROOT/$dir TANDEM_GUESTS=$ROOT/build/guests \
+}
+
+run_int() { # name, build dir, engine (kvm or emu), pytest marks
+  local name=$1 dir=$2 engine=$3 marks=$4
+  echo "== integration tests ($name: guests on $engine)"
+  TANDEM_ACCEL=$engine TANDEM_BUILD=$ROOT/$dir TANDEM_GUESTS=$ROOT/build/guests \
     $PY -m pytest -q -p no:cacheprovider --junitxml="$results/int-$name.xml" \
     -m "$marks" tests/integration
 }
 
+# Guests boot on tandem's emulator everywhere; where /dev/kvm opens, the whole suite also runs
+# on KVM.
+engines=(emu)
+if [[ -r /dev/kvm && -w /dev/kvm ]]; then
+  engines=(kvm emu)
+fi
+echo "== engines for guest-booting tests: ${engines[*]}"
+
 if ((fail_build == 0)); then
-  marks="${TANDEM_TEST_MARKS:-not nothing}" run_suite plain build
+  run_unit plain build
+  for e in "${engines[@]}"; do
+    run_int "plain-$e" build "$e" "${TANDEM_TEST_MARKS:-not nothing}"
+  done
   # Under the sanitizers everything runs but the long randomized sweeps (marked slow).
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    marks="not slow" run_suite asan build-asan
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  run_unit asan build-asan
+  run_int "asan-${engines[0]}" build-asan "${engines[0]}" "not slow"
+  unset ASAN_OPTIONS UBSAN_OPTIONS
   if [[ -d build-fuzz ]]; then
     echo "== fuzz (bounded)"
     bash scripts/fuzz.sh "${TANDEM_FUZZ_SECONDS:-60}" >"$results/fuzz.txt" 2>&1
