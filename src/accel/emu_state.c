@@ -10,6 +10,7 @@
  * saved as KVM's "never programmed" values); the clock is the vCPU 0 time in ns.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "accel/emu_int.h"
@@ -41,6 +42,24 @@ static const uint32_t saved_msrs[] = {
     MSR_TSC_DEADLINE,
 };
 
+/* Where each general-purpose register (in encoding order, c->r[]) sits in struct kvm_regs. */
+static const size_t gpr_offset[16] = {
+    offsetof(struct kvm_regs, rax), offsetof(struct kvm_regs, rcx), offsetof(struct kvm_regs, rdx),
+    offsetof(struct kvm_regs, rbx), offsetof(struct kvm_regs, rsp), offsetof(struct kvm_regs, rbp),
+    offsetof(struct kvm_regs, rsi), offsetof(struct kvm_regs, rdi), offsetof(struct kvm_regs, r8),
+    offsetof(struct kvm_regs, r9),  offsetof(struct kvm_regs, r10), offsetof(struct kvm_regs, r11),
+    offsetof(struct kvm_regs, r12), offsetof(struct kvm_regs, r13), offsetof(struct kvm_regs, r14),
+    offsetof(struct kvm_regs, r15),
+};
+
+/* The kvm_sregs member of segment register k (encoding order). */
+static struct kvm_segment *sreg_slot(struct kvm_sregs *sr, int k)
+{
+    struct kvm_segment *slots[] = {&sr->es, &sr->cs, &sr->ss, &sr->ds, &sr->fs, &sr->gs};
+
+    return slots[k];
+}
+
 int emu_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s)
 {
     struct emu_cpu *c = &((struct emu_vcpu *)v->accel_vcpu)->cpu;
@@ -48,31 +67,13 @@ int emu_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s)
     struct kvm_sregs *sr = &s->sregs;
     uint64_t bv = 3; /* x87 | SSE */
 
-    r->rax = c->r[R_AX];
-    r->rbx = c->r[R_BX];
-    r->rcx = c->r[R_CX];
-    r->rdx = c->r[R_DX];
-    r->rsi = c->r[R_SI];
-    r->rdi = c->r[R_DI];
-    r->rsp = c->r[R_SP];
-    r->rbp = c->r[R_BP];
-    r->r8 = c->r[R_R8];
-    r->r9 = c->r[R_R9];
-    r->r10 = c->r[R_R10];
-    r->r11 = c->r[R_R11];
-    r->r12 = c->r[R_R12];
-    r->r13 = c->r[R_R13];
-    r->r14 = c->r[R_R14];
-    r->r15 = c->r[R_R15];
+    for (size_t k = 0; k < 16; k++)
+        memcpy((uint8_t *)r + gpr_offset[k], &c->r[k], sizeof(uint64_t));
     r->rip = c->rip;
     r->rflags = emu_get_rflags(c);
 
-    sr->es = c->seg[S_ES];
-    sr->cs = c->seg[S_CS];
-    sr->ss = c->seg[S_SS];
-    sr->ds = c->seg[S_DS];
-    sr->fs = c->seg[S_FS];
-    sr->gs = c->seg[S_GS];
+    for (int k = S_ES; k <= S_GS; k++)
+        *sreg_slot(sr, k) = c->seg[k];
     sr->tr = c->tr;
     sr->ldt = c->ldt;
     sr->gdt = c->gdt;
@@ -121,31 +122,13 @@ int emu_cpu_state_set(struct vcpu *v, const struct x86_cpu_state *s)
     const struct kvm_sregs *sr = &s->sregs;
     int err;
 
-    c->r[R_AX] = r->rax;
-    c->r[R_BX] = r->rbx;
-    c->r[R_CX] = r->rcx;
-    c->r[R_DX] = r->rdx;
-    c->r[R_SI] = r->rsi;
-    c->r[R_DI] = r->rdi;
-    c->r[R_SP] = r->rsp;
-    c->r[R_BP] = r->rbp;
-    c->r[R_R8] = r->r8;
-    c->r[R_R9] = r->r9;
-    c->r[R_R10] = r->r10;
-    c->r[R_R11] = r->r11;
-    c->r[R_R12] = r->r12;
-    c->r[R_R13] = r->r13;
-    c->r[R_R14] = r->r14;
-    c->r[R_R15] = r->r15;
+    for (size_t k = 0; k < 16; k++)
+        memcpy(&c->r[k], (const uint8_t *)r + gpr_offset[k], sizeof(uint64_t));
     c->rip = r->rip;
     emu_set_rflags(c, r->rflags | 2);
 
-    c->seg[S_ES] = sr->es;
-    c->seg[S_CS] = sr->cs;
-    c->seg[S_SS] = sr->ss;
-    c->seg[S_DS] = sr->ds;
-    c->seg[S_FS] = sr->fs;
-    c->seg[S_GS] = sr->gs;
+    for (int k = S_ES; k <= S_GS; k++)
+        c->seg[k] = *sreg_slot((struct kvm_sregs *)sr, k);
     c->tr = sr->tr;
     c->ldt = sr->ldt;
     c->gdt = sr->gdt;
