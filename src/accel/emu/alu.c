@@ -229,9 +229,11 @@ void ex_grp4(struct emu_cpu *c, struct emu_insn *i)
 
 static uint64_t xchg_mem(struct emu_cpu *c, uint64_t la, uint64_t v, int size)
 {
-    void *p = emu_atomic_ptr(c, la, size);
+    void *p;
     uint64_t old;
 
+    emu_smc_check(c, la, size);
+    p = emu_atomic_ptr(c, la, size);
     if (!p) {
         old = emu_read(c, la, size);
         emu_write(c, la, v, size);
@@ -388,7 +390,11 @@ void ex_cmpxchg(struct emu_cpu *c, struct emu_insn *i)
             reg_wr(c, i, i->rm, src, size);
     } else {
         uint64_t la = ea_la(c, i);
-        void *p = i->lock ? emu_atomic_ptr(c, la, size) : NULL;
+        void *p = NULL;
+        if (i->lock) {
+            emu_smc_check(c, la, size);
+            p = emu_atomic_ptr(c, la, size);
+        }
         if (p) {
             d = acc;
             atomic_cas(p, &d, src, size);
@@ -429,6 +435,7 @@ void ex_grp9(struct emu_cpu *c, struct emu_insn *i)
         ex_unimpl(c, i);
     need_mem(c, i);
     la = ea_la(c, i);
+    emu_smc_check(c, la, (i->rex & 8) ? 16 : 8);
     if (i->rex & 8) {
         void *p;
         lo = c->r[R_AX];

@@ -1,4 +1,6 @@
 /* decode.c: x86 prefixes, opcode maps, ModRM/SIB/displacement and immediates -> struct emu_insn. */
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "accel/emu/insn.h"
@@ -355,8 +357,9 @@ static const uint8_t prefix_kind[256] = {
     [0x67] = P_67,           [0xf0] = P_LOCK,  [0xf2] = P_REP,   [0xf3] = P_REP,
 };
 
-/* Decode one instruction from f (see struct fbuf); i->len is left to the caller. */
-static void decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
+/* Decode one instruction from f (see struct fbuf); i->len is left to the caller. False when the
+ * instruction raises #GP(0) for its length (15 prefixes). */
+static bool decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
 {
     struct fbuf f = *fb;
     unsigned b, rex = 0, p66 = 0, p67 = 0, rep = 0, lock = 0, seg = S_NONE, map = 0, fl;
@@ -370,7 +373,7 @@ static void decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
         if (__builtin_expect(k == P_NONE, 1) || (k == P_REX && !m64))
             break;
         if (f.pos >= 15)
-            emu_raise(c, EXC_GP, 0);
+            return false;
         if (k == P_REX) {
             rex = b;
             continue;
@@ -449,6 +452,7 @@ static void decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
     i->idx = NOREG;
     i->scale = 0;
     i->riprel = 0;
+    i->eak = EAK_NONE;
     i->disp = 0;
     if (fl & M) {
         unsigned m = fb_u8(&f);
@@ -506,6 +510,7 @@ static void decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
     }
     if (lock && (!(fl & LK) || i->mod == 3 || !lock_ok(i->op, i->reg & 7)))
         i->fn = ex_ud;
+    return true;
 }
 
 /* The decoded-instruction cache (see insn.h). */
@@ -527,8 +532,7 @@ struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, ui
 
         e->mode = 0;
         f.p = p;
-        decode_bytes(c, &f, i);
-        if (f.pos > 15)
+        if (!decode_bytes(c, &f, i) || f.pos > 15)
             emu_raise(c, EXC_GP, 0);
         i->len = (uint8_t)f.pos;
         e->m0 = f.pos >= 8 ? ~0ULL : (1ULL << (8 * f.pos)) - 1;
@@ -547,7 +551,8 @@ struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, ui
         memset(buf, 0, sizeof(buf));
         got = (unsigned)emu_fetch(c, la, buf, 15);
         f.p = buf;
-        decode_bytes(c, &f, scratch);
+        if (!decode_bytes(c, &f, scratch))
+            emu_raise(c, EXC_GP, 0);
         if (f.pos > got && got < 15) {
             /* The instruction goes on into a page that cannot be fetched: fault on it. */
             uint8_t b;
@@ -560,4 +565,143 @@ struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, ui
             emu_compute_ea(c, scratch);
         return scratch;
     }
+}
+
+/* ---- decoded blocks (see insn.h) ---- */
+
+_Thread_local struct emu_blk_cache *emu_bc __attribute__((tls_model("initial-exec")));
+
+/* True when the instruction always goes on to the next one (or faults), changing nothing that
+ * decoding or running a block depends on: the block may go on after it. */
+static bool blk_continues(const struct emu_insn *i)
+{
+    emu_handler fn = i->fn;
+
+    if (fn == ex_mov || fn == ex_lea || fn == ex_mov_r_imm || fn == ex_mov_rm_imm ||
+        fn == ex_movzx || fn == ex_movsx || fn == ex_movsxd || fn == ex_mov_moffs ||
+        fn == ex_test || fn == ex_shift || fn == ex_imul2 || fn == ex_imul3 || fn == ex_grp3 ||
+        fn == ex_push_r || fn == ex_pop_r || fn == ex_push_imm || fn == ex_pop_rm ||
+        fn == ex_incdec_r || fn == ex_grp4 || fn == ex_xchg || fn == ex_xchg_ax || fn == ex_cbw ||
+        fn == ex_cwd || fn == ex_cmov || fn == ex_setcc || fn == ex_cmpxchg || fn == ex_xadd ||
+        fn == ex_bswap || fn == ex_movbe || fn == ex_xlat || fn == ex_shld || fn == ex_bt ||
+        fn == ex_bt_imm || fn == ex_bsf || fn == ex_bsr || fn == ex_popcnt || fn == ex_enter ||
+        fn == ex_leave || fn == ex_pushf || fn == ex_lahf || fn == ex_sahf || fn == ex_push_sreg ||
+        fn == ex_nop || fn == ex_grp9)
+        return true;
+    if (fn == ex_alu || fn == ex_grp1)
+        return true;
+    for (int k = 0; k < 8; k++)
+        if (fn == emu_alu_handlers[k] || fn == emu_alu_imm_handlers[k])
+            return true;
+    if (fn == ex_grp5) /* INC DEC PUSH; not the branches */
+        return (i->reg & 7) < 2 || (i->reg & 7) == 6;
+    if (fn == ex_flagop) /* not CLI/STI */
+        return i->op != 0xfa && i->op != 0xfb;
+    if (fn == ex_mov_sreg) /* MOV r/m, Sreg */
+        return i->op == 0x8c;
+    if (fn == ex_movs || fn == ex_cmps || fn == ex_stos || fn == ex_lods || fn == ex_scas)
+        return i->rep == 0;
+    return false;
+}
+
+/* The cache is freed when its thread exits. */
+static pthread_once_t blk_once = PTHREAD_ONCE_INIT;
+static pthread_key_t blk_key;
+static bool blk_key_ok;
+
+static void blk_free(void *p)
+{
+    struct emu_blk_cache *bc = p;
+
+    emu_bc = NULL;
+    free(bc->arena);
+    free(bc);
+}
+
+static void blk_key_init(void)
+{
+    blk_key_ok = pthread_key_create(&blk_key, blk_free) == 0;
+}
+
+static struct emu_blk_cache *blk_cache(void)
+{
+    struct emu_blk_cache *bc = emu_bc;
+
+    if (bc)
+        return bc;
+    if (pthread_once(&blk_once, blk_key_init) != 0 || !blk_key_ok)
+        return NULL;
+    bc = calloc(1, sizeof(*bc));
+    if (!bc)
+        return NULL;
+    bc->arena = malloc(EMU_BLK_ARENA);
+    if (!bc->arena || pthread_setspecific(blk_key, bc) != 0) {
+        free(bc->arena);
+        free(bc);
+        return NULL;
+    }
+    emu_bc = bc;
+    return bc;
+}
+
+/* The most a block can take in the arena. */
+#define BLK_WORDS_MAX ((EMU_BLK_MAX * 15 + 7) / 8)
+#define BLK_BYTES_MAX                                                                              \
+    (sizeof(struct emu_block) + EMU_BLK_MAX * sizeof(struct emu_insn) + BLK_WORDS_MAX * 8)
+
+struct emu_block *emu_block_build(struct emu_cpu *c, uint64_t la, const uint8_t *p)
+{
+    struct emu_blk_cache *bc = blk_cache();
+    struct emu_block *b;
+    unsigned off = 0, n = 0, nw;
+    uint64_t *w;
+
+    if (!bc)
+        return NULL;
+    if (EMU_BLK_ARENA - bc->used < BLK_BYTES_MAX) {
+        memset(bc->tab, 0, sizeof(bc->tab));
+        bc->used = 0;
+    }
+    b = (struct emu_block *)(void *)(bc->arena + bc->used);
+    for (;;) {
+        struct emu_insn *i = &b->insn[n];
+        struct fbuf f;
+
+        f.p = p + off;
+        f.pos = 0;
+        if (!decode_bytes(c, &f, i) || f.pos > 15) {
+            if (n == 0)
+                emu_raise(c, EXC_GP, 0);
+            break;
+        }
+        i->len = (uint8_t)f.pos;
+        off += f.pos;
+        n++;
+        if (i->mod != 3) {
+            uint64_t am = szmask(i->asize);
+            if (i->riprel) /* 64-bit mode: RIP is the linear address */
+                i->ea = (la + off + (uint64_t)(int64_t)i->disp) & am;
+            else if (i->base == NOREG && i->idx == NOREG)
+                i->ea = (uint64_t)(int64_t)i->disp & am;
+            else
+                i->eak = EAK_GEN;
+        }
+        if (!blk_continues(i) || n == EMU_BLK_MAX || ((la + off) & 0xfff) > 4096 - EMU_DECODE_SPAN)
+            break;
+    }
+    nw = (off + 7) / 8;
+    w = (uint64_t *)(void *)&b->insn[n];
+    for (unsigned k = 0; k < nw; k++)
+        w[k] = emu_load64(p + 8 * k);
+    b->lastmask = (off & 7) ? (1ULL << (8 * (off & 7))) - 1 : ~0ULL;
+    w[nw - 1] &= b->lastmask;
+    b->words = w;
+    b->nwords = (uint16_t)nw;
+    b->nbytes = (uint16_t)off;
+    b->n = (uint8_t)n;
+    b->la = la;
+    b->mode = emu_icache_mode(c);
+    bc->used += (sizeof(struct emu_block) + n * sizeof(struct emu_insn) + nw * 8 + 15) & ~15ul;
+    bc->tab[emu_blk_hash(la)] = b;
+    return b;
 }

@@ -42,6 +42,103 @@ _Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i)
     emu_raise(c, EXC_UD, 0);
 }
 
+/* The self-modifying-code window (mmu.h): the bytes of the block being run, or none. */
+#define SMC_OFF (1ULL << 63) /* never within reach of a linear address */
+_Thread_local uint64_t emu_smc_lo __attribute__((tls_model("initial-exec"))) = SMC_OFF;
+_Thread_local uint64_t emu_smc_len __attribute__((tls_model("initial-exec")));
+
+/* Internal stop reason: a store hit the running block; run on with a fresh lookup. Never
+ * returned by emu_exec(). */
+#define EMU_STOP_SMC ((enum emu_stop)0x100)
+
+void emu_smc_hit(struct emu_cpu *c)
+{
+    if (c->stop == EMU_STOP_NONE)
+        c->stop = EMU_STOP_SMC;
+}
+
+static inline void smc_off(void)
+{
+    emu_smc_lo = SMC_OFF;
+    emu_smc_len = 0;
+}
+
+/* The cached block at c->rip if it is still what guest memory holds, else a newly decoded one;
+ * NULL when the instruction must go through emu_decode() (no RAM behind it, not fetchable
+ * through the TLB, too close to the page end). */
+static inline struct emu_block *blk_find(struct emu_cpu *c)
+{
+    uint64_t la = c->code64 ? c->rip : (uint32_t)(c->seg[S_CS].base + c->rip);
+    const struct emu_tlb_entry *t = emu_tlb_slot(c, la);
+    unsigned need = (c->cpl == 3 ? EMU_TLB_UX : EMU_TLB_X) | EMU_TLB_RAM;
+    struct emu_blk_cache *bc = emu_bc;
+    const uint8_t *p;
+    struct emu_block *b;
+
+    if (__builtin_expect(t->tag != ((la & ~0xfffULL) | 1) || (t->perm & need) != need ||
+                             (la & 0xfff) > 4096 - EMU_DECODE_SPAN,
+                         0))
+        return NULL;
+    p = t->host + (la & 0xfff);
+    b = bc ? bc->tab[emu_blk_hash(la)] : NULL;
+    if (__builtin_expect(b && b->la == la && b->mode == emu_icache_mode(c), 1)) {
+        const uint64_t *w = b->words;
+        unsigned nw = b->nwords, k;
+        uint64_t diff = 0;
+
+        for (k = 0; k + 1 < nw; k++)
+            diff |= emu_load64(p + 8 * k) ^ w[k];
+        diff |= (emu_load64(p + 8 * k) & b->lastmask) ^ w[k];
+        if (__builtin_expect(diff == 0, 1))
+            return b;
+    }
+    return emu_block_build(c, la, p);
+}
+
+/* The memory operand's offset for a block instruction; rip is the next instruction's. */
+static inline uint64_t blk_ea(const struct emu_cpu *c, const struct emu_insn *i)
+{
+    uint64_t ea = (uint64_t)(int64_t)i->disp;
+
+    if (i->base != NOREG)
+        ea += c->r[i->base];
+    if (i->idx != NOREG)
+        ea += c->r[i->idx] << i->scale;
+    return i->asize == 8 ? ea : i->asize == 4 ? (uint32_t)ea : (uint16_t)ea;
+}
+
+/* Run b's instructions (at most up to icount end). True when the batch must end (c->stop). */
+static inline bool run_block(struct emu_cpu *c, struct emu_block *b, uint64_t end)
+{
+    uint64_t ic = c->icount, last = ic + (b->n < end - ic ? b->n : end - ic);
+    uint64_t rip = c->rip;
+    struct emu_insn *i = b->insn;
+    bool m64 = c->code64, m32 = c->code32;
+
+    emu_smc_lo = b->la;
+    emu_smc_len = b->nbytes;
+    for (;;) {
+        c->insn_start = rip;
+        rip += i->len;
+        if (!m64)
+            rip = m32 ? (uint32_t)rip : (uint16_t)rip;
+        c->rip = rip;
+        if (i->eak != EAK_NONE)
+            i->ea = blk_ea(c, i);
+        i->fn(c, i);
+        c->icount = ++ic;
+        if (__builtin_expect(c->stop != EMU_STOP_NONE, 0)) {
+            if (c->stop != EMU_STOP_SMC)
+                return true;
+            c->stop = EMU_STOP_NONE;
+            return false;
+        }
+        if (ic == last)
+            return false;
+        i++;
+    }
+}
+
 /* The hot loop, in its own frame so that a longjmp from a fault just discards it. */
 static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
 {
@@ -55,6 +152,15 @@ static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
         uint64_t tf = c->rflags & FL_TF;
         c->insn_start = c->rip;
         c->shadow = 0;
+        if (!tf) {
+            struct emu_block *b = blk_find(c);
+            if (__builtin_expect(b != NULL, 1)) {
+                if (run_block(c, b, end))
+                    return;
+                continue;
+            }
+        }
+        smc_off();
         ip = emu_decode(c, &scratch);
         c->rip += ip->len;
         if (!c->code64)
@@ -67,8 +173,11 @@ static __attribute__((noinline)) void exec_loop(struct emu_cpu *c, uint64_t end)
             c->dr[6] |= 0x4000;
             emu_deliver(c, EXC_DB, false, 0, false);
         }
-        if (c->stop)
-            return;
+        if (c->stop) {
+            if (c->stop != EMU_STOP_SMC)
+                return;
+            c->stop = EMU_STOP_NONE;
+        }
     }
     c->stop = EMU_STOP_BUDGET;
 }
@@ -87,6 +196,9 @@ enum emu_stop emu_exec(struct emu_cpu *c, uint64_t max)
     if (setjmp(c->fault_jmp) != 0) {
         /* A fault (or a fault while delivering one): back to the instruction, then deliver. */
         int vec = c->fault_vec;
+        smc_off();
+        if (c->stop == EMU_STOP_SMC)
+            c->stop = EMU_STOP_NONE;
         faults = faults + 1;
         c->rip = c->insn_start;
         emu_deliver(c, vec, emu_vec_has_error(vec), c->fault_err, false);
@@ -97,6 +209,7 @@ enum emu_stop emu_exec(struct emu_cpu *c, uint64_t max)
             return c->stop;
     }
     exec_loop(c, end - faults);
+    smc_off();
     return c->stop;
 }
 

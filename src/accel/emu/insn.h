@@ -37,9 +37,37 @@ struct emu_insn {
     uint8_t idx;  /* NOREG: none */
     uint8_t scale;
     uint8_t riprel;
+    uint8_t eak; /* decoded blocks: EAK_* (how the block loop forms ea) */
     int32_t disp;
 };
+/* eak: EAK_NONE: no memory operand or ea is a constant set at decode (64-bit RIP-relative,
+ * absolute); EAK_GEN: computed from the registers before every execution. */
+enum { EAK_NONE = 0, EAK_GEN = 1 };
 #define NOREG 0xff
+
+/* ---- self-modifying code ----
+ * The linear bytes [emu_smc_lo, +emu_smc_len) of the decoded block being run (exec.c). A store
+ * by an instruction into them ends the block after that instruction, so the next one is
+ * decoded from the new bytes. Every store of the exec files goes through emu_write below (or
+ * checks before it takes a host pointer for an atomic access). */
+extern _Thread_local uint64_t emu_smc_lo __attribute__((tls_model("initial-exec")));
+extern _Thread_local uint64_t emu_smc_len __attribute__((tls_model("initial-exec")));
+void emu_smc_hit(struct emu_cpu *c);
+
+static inline void emu_smc_check(struct emu_cpu *c, uint64_t la, int len)
+{
+    if (__builtin_expect(la + (uint64_t)len - 1 - emu_smc_lo < emu_smc_len + (uint64_t)len - 1, 0))
+        emu_smc_hit(c);
+}
+
+static inline void emu_write_smc(struct emu_cpu *c, uint64_t la, uint64_t v, int len)
+{
+    emu_smc_check(c, la, len);
+    emu_write_inline(c, la, v, len);
+}
+
+#undef emu_write
+#define emu_write(c, la, v, len) emu_write_smc((c), (la), (v), (len))
 
 /* ---- lazy flags (flags.c) ----
  * The last flag-setting operation is recorded as (lf_op, lf_dst, lf_src, lf_res, lf_size), the
@@ -254,7 +282,12 @@ static inline bool atomic_cas(void *p, uint64_t *old, uint64_t v, int size)
  * An unlocked commit is the write itself, so a read-only page faults before anything changed. */
 static inline void *rmw_begin(struct emu_cpu *c, uint64_t la, int size, bool locked, uint64_t *old)
 {
-    void *p = locked ? emu_atomic_ptr(c, la, size) : NULL;
+    void *p = NULL;
+
+    if (locked) {
+        emu_smc_check(c, la, size);
+        p = emu_atomic_ptr(c, la, size);
+    }
     *old = p ? atomic_ld(p, size) : emu_read(c, la, size);
     return p;
 }
@@ -430,6 +463,50 @@ static inline struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *sc
     }
     return emu_decode_slow(c, scratch, la, p);
 }
+
+/* ---- decoded blocks: decode.c builds them, exec.c runs them ----
+ * A block is a run of up to EMU_BLK_MAX instructions decoded back to back from one page. It
+ * ends after the first instruction that may do anything but fall through to the next one
+ * (branches, string instructions with REP, anything that can change the mode, CS, IF, TF, the
+ * interrupt shadow, paging or the TLB: see blk_continues in decode.c), or where the next
+ * instruction would start in the last EMU_DECODE_SPAN bytes of the page. It is run only when
+ * the mode matches and the bytes in guest memory (read through the current TLB, which checks
+ * the fetch rights) equal the bytes it was decoded from, compared once per run of the block;
+ * a store into the running block's own bytes ends it after the storing instruction
+ * (emu_smc_check in mmu.h). The cache is per host thread: a hash table of pointers into an
+ * arena that is emptied as a whole when it is full. */
+#define EMU_BLK_MAX   32
+#define EMU_BLK_HASH  4096
+#define EMU_BLK_ARENA (4u << 20)
+
+struct emu_block {
+    uint64_t la;           /* linear address of the first byte */
+    uint8_t mode;          /* emu_icache_mode() */
+    uint8_t n;             /* instructions */
+    uint16_t nbytes;       /* bytes, all on la's page */
+    uint16_t nwords;       /* words[]: the bytes as 8-byte words, the last one masked */
+    uint64_t lastmask;     /* mask of the last word */
+    const uint64_t *words; /* in the arena, after insn[] */
+    struct emu_insn insn[];
+};
+
+struct emu_blk_cache {
+    struct emu_block *tab[EMU_BLK_HASH];
+    uint8_t *arena;
+    size_t used;
+};
+
+extern _Thread_local struct emu_blk_cache *emu_bc __attribute__((tls_model("initial-exec")));
+
+static inline unsigned emu_blk_hash(uint64_t la)
+{
+    return (unsigned)((la ^ (la >> 12)) & (EMU_BLK_HASH - 1));
+}
+
+/* Decode the block at la (page bytes at p, readable up to the page end). Raises for the first
+ * instruction like emu_decode(); NULL when no cache memory could be had. */
+struct emu_block *emu_block_build(struct emu_cpu *c, uint64_t la, const uint8_t *p);
+
 /* #UD for an opcode the interpreter does not implement (logged once per opcode). */
 _Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i);
 /* #UD that the architecture defines (UD2, LOCK misuse, ...): not logged. */
