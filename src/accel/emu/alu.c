@@ -539,3 +539,227 @@ void ex_xlat(struct emu_cpu *c, struct emu_insn *i)
     uint64_t off = (c->r[R_BX] + (c->r[R_AX] & 0xff)) & szmask(i->asize);
     reg_wr(c, i, R_AX, emu_read(c, seg_la(c, i->seg, off), 1), 1);
 }
+
+/* ---- fast forms: handlers without run-time size or form switches, chosen at decode by
+ * emu_spec_alu (register numbers and sizes that need no merging: 32- and 64-bit operands).
+ * For the register-register forms the decoder leaves the destination in i->rm and the source
+ * in i->reg (it swaps them for the Gv,Ev opcodes). */
+
+static inline __attribute__((always_inline)) void alu_fast(struct emu_cpu *c, uint64_t d,
+                                                           uint64_t s, int op, int size, int dst)
+{
+    uint64_t r = alu_calc(op, d, s, 0, size);
+
+    if (op != 7)
+        c->r[dst] = r;
+    lf_set(c, alu_lf[op], d, s, r, size);
+}
+
+#define ALU_FAST(name, op)                                                                         \
+    static void ex_##name##_rr8(struct emu_cpu *c, struct emu_insn *i)                             \
+    {                                                                                              \
+        alu_fast(c, c->r[i->rm], c->r[i->reg], op, 8, i->rm);                                      \
+    }                                                                                              \
+    static void ex_##name##_rr4(struct emu_cpu *c, struct emu_insn *i)                             \
+    {                                                                                              \
+        alu_fast(c, (uint32_t)c->r[i->rm], (uint32_t)c->r[i->reg], op, 4, i->rm);                  \
+    }                                                                                              \
+    static void ex_##name##_ri8(struct emu_cpu *c, struct emu_insn *i)                             \
+    {                                                                                              \
+        alu_fast(c, c->r[i->rm], i->imm, op, 8, i->rm);                                            \
+    }                                                                                              \
+    static void ex_##name##_ri4(struct emu_cpu *c, struct emu_insn *i)                             \
+    {                                                                                              \
+        alu_fast(c, (uint32_t)c->r[i->rm], (uint32_t)i->imm, op, 4, i->rm);                        \
+    }                                                                                              \
+    static void ex_##name##_rm8(struct emu_cpu *c, struct emu_insn *i)                             \
+    {                                                                                              \
+        alu_fast(c, c->r[i->reg], emu_read(c, ea_la(c, i), 8), op, 8, i->reg);                     \
+    }                                                                                              \
+    static void ex_##name##_rm4(struct emu_cpu *c, struct emu_insn *i)                             \
+    {                                                                                              \
+        alu_fast(c, (uint32_t)c->r[i->reg], emu_read(c, ea_la(c, i), 4), op, 4, i->reg);           \
+    }
+
+ALU_FAST(add, 0)
+ALU_FAST(or, 1)
+ALU_FAST(and, 4)
+ALU_FAST(sub, 5)
+ALU_FAST(xor, 6)
+ALU_FAST(cmp, 7)
+
+/* [op][form]: forms rr8 rr4 ri8 ri4 rm8 rm4; ADC and SBB have none. */
+#define ALU_FAST_ROW(name)                                                                         \
+    {                                                                                              \
+        ex_##name##_rr8, ex_##name##_rr4, ex_##name##_ri8, ex_##name##_ri4, ex_##name##_rm8,       \
+            ex_##name##_rm4                                                                        \
+    }
+static const emu_handler alu_fast_tab[8][6] = {
+    ALU_FAST_ROW(add), ALU_FAST_ROW(or),  {0}, {0}, ALU_FAST_ROW(and), ALU_FAST_ROW(sub),
+    ALU_FAST_ROW(xor), ALU_FAST_ROW(cmp),
+};
+
+static void ex_test_rr8(struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t d = c->r[i->rm], s = c->r[i->reg];
+    lf_set(c, LF_LOGIC, d, s, d & s, 8);
+}
+
+static void ex_test_rr4(struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t d = (uint32_t)c->r[i->rm], s = (uint32_t)c->r[i->reg];
+    lf_set(c, LF_LOGIC, d, s, d & s, 4);
+}
+
+static void ex_mov_rr8(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->rm] = c->r[i->reg];
+}
+
+static void ex_mov_rr4(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->rm] = (uint32_t)c->r[i->reg];
+}
+
+static void ex_mov_ld8(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = emu_read(c, ea_la(c, i), 8);
+}
+
+static void ex_mov_ld4(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = emu_read(c, ea_la(c, i), 4);
+}
+
+static void ex_mov_st8(struct emu_cpu *c, struct emu_insn *i)
+{
+    emu_write(c, ea_la(c, i), c->r[i->reg], 8);
+}
+
+static void ex_mov_st4(struct emu_cpu *c, struct emu_insn *i)
+{
+    emu_write(c, ea_la(c, i), c->r[i->reg], 4);
+}
+
+/* MOV r, imm (B8+r, C7 /0 with a register): imm already sign- or zero-extended as needed. */
+static void ex_mov_ri8(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->rm] = i->imm;
+}
+
+static void ex_mov_ri4(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->rm] = (uint32_t)i->imm;
+}
+
+static void ex_mov_mi8(struct emu_cpu *c, struct emu_insn *i)
+{
+    emu_write(c, ea_la(c, i), i->imm, 8);
+}
+
+static void ex_mov_mi4(struct emu_cpu *c, struct emu_insn *i)
+{
+    emu_write(c, ea_la(c, i), i->imm, 4);
+}
+
+static void ex_lea8(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = i->ea;
+}
+
+static void ex_lea4(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = (uint32_t)i->ea;
+}
+
+/* MOVZX to a 32/64-bit register (both zero-extend to 64 bits). */
+static void ex_movzxb_rr(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = c->r[i->rm] & 0xff; /* only without AH..BH */
+}
+
+static void ex_movzxw_rr(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = c->r[i->rm] & 0xffff;
+}
+
+static void ex_movzxb_m(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = emu_read(c, ea_la(c, i), 1);
+}
+
+static void ex_movzxw_m(struct emu_cpu *c, struct emu_insn *i)
+{
+    c->r[i->reg] = emu_read(c, ea_la(c, i), 2);
+}
+
+static void ex_incdec8(struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t d = c->r[i->rm], r = (i->reg & 7) ? d - 1 : d + 1;
+    c->r[i->rm] = r;
+    lf_set_incdec(c, (i->reg & 7) ? LF_DEC : LF_INC, d, r, 8);
+}
+
+static void ex_incdec4(struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t d = (uint32_t)c->r[i->rm], r = (uint32_t)((i->reg & 7) ? d - 1 : d + 1);
+    c->r[i->rm] = r;
+    lf_set_incdec(c, (i->reg & 7) ? LF_DEC : LF_INC, d, r, 4);
+}
+
+void emu_spec_alu(struct emu_insn *i)
+{
+    unsigned op = i->op, size = i->opsize;
+    int s4 = size == 4 ? 1 : 0;
+    bool reg = i->mod == 3;
+
+    if (i->lock || (size != 4 && size != 8))
+        return;
+    if (op < 0x40 && (op & 7) < 4 && (op & 1)) {
+        const emu_handler *row = alu_fast_tab[op >> 3];
+        if (!row[0])
+            return;
+        if (reg) {
+            if (op & 2) { /* Gv,Ev: destination reg */
+                uint8_t t = i->reg;
+                i->reg = i->rm;
+                i->rm = t;
+            }
+            i->fn = row[0 + s4];
+        } else if (op & 2) {
+            i->fn = row[4 + s4];
+        }
+    } else if ((op == 0x81 || op == 0x83) && reg) {
+        const emu_handler *row = alu_fast_tab[i->reg & 7];
+        if (row[0])
+            i->fn = row[2 + s4];
+    } else if (op == 0x85 && reg) {
+        i->fn = s4 ? ex_test_rr4 : ex_test_rr8;
+    } else if (op == 0x89 || op == 0x8b) {
+        if (reg) {
+            if (op == 0x8b) {
+                uint8_t t = i->reg;
+                i->reg = i->rm;
+                i->rm = t;
+            }
+            i->fn = s4 ? ex_mov_rr4 : ex_mov_rr8;
+        } else {
+            i->fn = op == 0x8b ? (s4 ? ex_mov_ld4 : ex_mov_ld8) : (s4 ? ex_mov_st4 : ex_mov_st8);
+        }
+    } else if (op >= 0xb8 && op <= 0xbf) {
+        i->fn = s4 ? ex_mov_ri4 : ex_mov_ri8;
+    } else if (op == 0xc7 && (i->reg & 7) == 0) {
+        i->fn = reg ? (s4 ? ex_mov_ri4 : ex_mov_ri8) : (s4 ? ex_mov_mi4 : ex_mov_mi8);
+    } else if (op == 0x8d && !reg) {
+        i->fn = s4 ? ex_lea4 : ex_lea8;
+    } else if (op == 0x1b6 || op == 0x1b7) {
+        if (!reg)
+            i->fn = op == 0x1b6 ? ex_movzxb_m : ex_movzxw_m;
+        else if (op == 0x1b7)
+            i->fn = ex_movzxw_rr;
+        else if (i->rex || i->rm < 4)
+            i->fn = ex_movzxb_rr;
+    } else if (op == 0xff && reg && (i->reg & 7) < 2) {
+        i->fn = s4 ? ex_incdec4 : ex_incdec8;
+    }
+}

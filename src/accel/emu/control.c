@@ -299,3 +299,81 @@ void ex_iret(struct emu_cpu *c, struct emu_insn *i)
     emu_iret(c, i->opsize);
     c->stop = EMU_STOP_IRQ;
 }
+
+/* ---- fast forms (emu_spec_control) ---- */
+
+/* PUSH/POP r64 in 64-bit mode (the stack is flat: SS adds nothing, RSP is 64 bits). */
+static void ex_push_r64(struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t sp = c->r[R_SP] - 8;
+    emu_write(c, seg_la(c, S_SS, sp), c->r[i->rm], 8);
+    c->r[R_SP] = sp;
+}
+
+static void ex_pop_r64(struct emu_cpu *c, struct emu_insn *i)
+{
+    uint64_t v = emu_read(c, seg_la(c, S_SS, c->r[R_SP]), 8);
+    c->r[R_SP] += 8;
+    c->r[i->rm] = v;
+}
+
+/* Jcc with the condition fixed: the usual cases after CMP/SUB and logic ops inline. */
+#define JCC_FAST(name, cc, sub_expr, logic_expr)                                                   \
+    static void ex_##name(struct emu_cpu *c, struct emu_insn *i)                                   \
+    {                                                                                              \
+        bool t;                                                                                    \
+        if (c->lf_op == LF_SUB) {                                                                  \
+            uint64_t d = c->lf_dst, s = c->lf_src;                                                 \
+            (void)d;                                                                               \
+            (void)s;                                                                               \
+            t = (sub_expr);                                                                        \
+        } else if (c->lf_op == LF_LOGIC) {                                                         \
+            uint64_t res = c->lf_res;                                                              \
+            (void)res;                                                                             \
+            t = (logic_expr);                                                                      \
+        } else {                                                                                   \
+            t = emu_cond(c, cc);                                                                   \
+        }                                                                                          \
+        if (t)                                                                                     \
+            branch(c, c->rip + i->imm, i->opsize);                                                 \
+    }
+
+static inline bool lf_sf(const struct emu_cpu *c, uint64_t v)
+{
+    return (v >> (c->lf_size * 8 - 1)) & 1;
+}
+
+static inline bool lf_lt(const struct emu_cpu *c, uint64_t d, uint64_t s)
+{
+    int size = (int)c->lf_size;
+    return sext(d, size) < sext(s, size);
+}
+
+JCC_FAST(jb, 2, d < s, false)
+JCC_FAST(jae, 3, d >= s, true)
+JCC_FAST(je, 4, d == s, res == 0)
+JCC_FAST(jne, 5, d != s, res != 0)
+JCC_FAST(jbe, 6, d <= s, res == 0)
+JCC_FAST(ja, 7, d > s, res != 0)
+JCC_FAST(js, 8, lf_sf(c, c->lf_res), lf_sf(c, res))
+JCC_FAST(jns, 9, !lf_sf(c, c->lf_res), !lf_sf(c, res))
+JCC_FAST(jl, 12, lf_lt(c, d, s), lf_sf(c, res))
+JCC_FAST(jge, 13, !lf_lt(c, d, s), !lf_sf(c, res))
+JCC_FAST(jle, 14, d == s || lf_lt(c, d, s), res == 0 || lf_sf(c, res))
+JCC_FAST(jg, 15, d != s && !lf_lt(c, d, s), res != 0 && !lf_sf(c, res))
+
+void emu_spec_control(struct emu_insn *i, bool m64)
+{
+    static const emu_handler jcc[16] = {
+        [2] = ex_jb, [3] = ex_jae, [4] = ex_je,  [5] = ex_jne,  [6] = ex_jbe,  [7] = ex_ja,
+        [8] = ex_js, [9] = ex_jns, [12] = ex_jl, [13] = ex_jge, [14] = ex_jle, [15] = ex_jg,
+    };
+    unsigned op = i->op;
+
+    if (m64 && i->opsize == 8 && op >= 0x50 && op <= 0x57)
+        i->fn = ex_push_r64;
+    else if (m64 && i->opsize == 8 && op >= 0x58 && op <= 0x5f)
+        i->fn = ex_pop_r64;
+    else if (((op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f)) && jcc[op & 15])
+        i->fn = jcc[op & 15];
+}

@@ -513,6 +513,17 @@ static bool decode_bytes(struct emu_cpu *c, struct fbuf *fb, struct emu_insn *i)
     return true;
 }
 
+/* Specialised handlers for the decoded form (after blk_continues looked at the generic one). */
+static void specialize(struct emu_cpu *c, struct emu_insn *i)
+{
+    if (i->fn == ex_ud || i->fn == ex_unimpl)
+        return;
+    emu_spec_alu(i);
+    emu_spec_shift(i);
+    emu_spec_imul(i);
+    emu_spec_control(i, c->code64);
+}
+
 /* The decoded-instruction cache (see insn.h). */
 _Thread_local struct emu_icache_ent emu_icache[EMU_IC_SIZE]
     __attribute__((tls_model("initial-exec")));
@@ -534,6 +545,7 @@ struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, ui
         f.p = p;
         if (!decode_bytes(c, &f, i) || f.pos > 15)
             emu_raise(c, EXC_GP, 0);
+        specialize(c, i);
         i->len = (uint8_t)f.pos;
         e->m0 = f.pos >= 8 ? ~0ULL : (1ULL << (8 * f.pos)) - 1;
         e->m1 = f.pos > 8 ? (1ULL << (8 * (f.pos - 8))) - 1 : 0;
@@ -560,6 +572,7 @@ struct emu_insn *emu_decode_slow(struct emu_cpu *c, struct emu_insn *scratch, ui
         }
         if (f.pos > 15)
             emu_raise(c, EXC_GP, 0);
+        specialize(c, scratch);
         scratch->len = (uint8_t)f.pos;
         if (scratch->mod != 3)
             emu_compute_ea(c, scratch);
@@ -666,6 +679,7 @@ struct emu_block *emu_block_build(struct emu_cpu *c, uint64_t la, const uint8_t 
     for (;;) {
         struct emu_insn *i = &b->insn[n];
         struct fbuf f;
+        bool cont;
 
         f.p = p + off;
         f.pos = 0;
@@ -686,7 +700,9 @@ struct emu_block *emu_block_build(struct emu_cpu *c, uint64_t la, const uint8_t 
             else
                 i->eak = EAK_GEN;
         }
-        if (!blk_continues(i) || n == EMU_BLK_MAX || ((la + off) & 0xfff) > 4096 - EMU_DECODE_SPAN)
+        cont = blk_continues(i);
+        specialize(c, i);
+        if (!cont || n == EMU_BLK_MAX || ((la + off) & 0xfff) > 4096 - EMU_DECODE_SPAN)
             break;
     }
     nw = (off + 7) / 8;

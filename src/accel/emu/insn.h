@@ -512,6 +512,13 @@ _Noreturn void ex_unimpl(struct emu_cpu *c, struct emu_insn *i);
 /* #UD that the architecture defines (UD2, LOCK misuse, ...): not logged. */
 _Noreturn void ex_ud(struct emu_cpu *c, struct emu_insn *i);
 
+/* Fast forms: each replaces i->fn by a handler specialised for the decoded operand size and
+ * form when one exists (decode.c calls them after decoding; see each file). */
+void emu_spec_alu(struct emu_insn *i);
+void emu_spec_shift(struct emu_insn *i);
+void emu_spec_imul(struct emu_insn *i);
+void emu_spec_control(struct emu_insn *i, bool m64);
+
 /* ---- handlers, by file ---- */
 /* alu.c */
 /* ADD OR ADC SBB AND SUB XOR CMP: forms 00-3D, and 80-83 (by ModRM.reg); the decoder installs

@@ -170,3 +170,67 @@ void ex_imul3(struct emu_cpu *c, struct emu_insn *i)
     reg_wr(c, i, i->reg, r, size);
     lf_set(c, LF_MUL, 0, ovf, r, size);
 }
+
+/* ---- fast forms (emu_spec_imul): IMUL Gv, Ev (0F AF) and IMUL Gv, Ev, imm (69/6B) with 32/64-bit
+ * operands; for register sources without run-time form checks. */
+static inline __attribute__((always_inline)) void imul_fast(struct emu_cpu *c, int dst, uint64_t a,
+                                                            uint64_t b, int size)
+{
+    uint64_t r;
+    bool ovf;
+
+    if (size == 8) {
+        int64_t p;
+        ovf = __builtin_mul_overflow((int64_t)a, (int64_t)b, &p);
+        r = (uint64_t)p;
+    } else {
+        int32_t p;
+        ovf = __builtin_mul_overflow((int32_t)(uint32_t)a, (int32_t)(uint32_t)b, &p);
+        r = (uint32_t)p;
+    }
+    c->r[dst] = r;
+    lf_set(c, LF_MUL, 0, ovf, r, size);
+}
+
+static void ex_imul2_rr8(struct emu_cpu *c, struct emu_insn *i)
+{
+    imul_fast(c, i->reg, c->r[i->reg], c->r[i->rm], 8);
+}
+
+static void ex_imul2_rr4(struct emu_cpu *c, struct emu_insn *i)
+{
+    imul_fast(c, i->reg, c->r[i->reg], c->r[i->rm], 4);
+}
+
+static void ex_imul2_rm8(struct emu_cpu *c, struct emu_insn *i)
+{
+    imul_fast(c, i->reg, c->r[i->reg], emu_read(c, ea_la(c, i), 8), 8);
+}
+
+static void ex_imul2_rm4(struct emu_cpu *c, struct emu_insn *i)
+{
+    imul_fast(c, i->reg, c->r[i->reg], emu_read(c, ea_la(c, i), 4), 4);
+}
+
+static void ex_imul3_rr8(struct emu_cpu *c, struct emu_insn *i)
+{
+    imul_fast(c, i->reg, c->r[i->rm], i->imm, 8);
+}
+
+static void ex_imul3_rr4(struct emu_cpu *c, struct emu_insn *i)
+{
+    imul_fast(c, i->reg, c->r[i->rm], i->imm, 4);
+}
+
+void emu_spec_imul(struct emu_insn *i)
+{
+    int s4 = i->opsize == 4;
+
+    if (i->opsize != 4 && i->opsize != 8)
+        return;
+    if (i->op == 0x1af)
+        i->fn =
+            i->mod == 3 ? (s4 ? ex_imul2_rr4 : ex_imul2_rr8) : (s4 ? ex_imul2_rm4 : ex_imul2_rm8);
+    else if ((i->op == 0x69 || i->op == 0x6b) && i->mod == 3)
+        i->fn = s4 ? ex_imul3_rr4 : ex_imul3_rr8;
+}

@@ -145,3 +145,47 @@ void ex_shld(struct emu_cpu *c, struct emu_insn *i)
                          (((r >> sh) & 1) ? FL_SF : 0) |
                          (__builtin_parity((unsigned)(r & 0xff)) ? 0 : FL_PF)));
 }
+
+/* ---- fast forms (emu_spec_shift): SHL/SHR/SAR of a 32/64-bit register by a non-zero
+ * constant count (C1 with a non-zero masked imm8, D1); the count is in i->imm. */
+#define SHIFT_FAST(name, lfop, size, expr)                                                         \
+    static void ex_##name(struct emu_cpu *c, struct emu_insn *i)                                   \
+    {                                                                                              \
+        unsigned n = (unsigned)i->imm;                                                             \
+        uint64_t d = size == 8 ? c->r[i->rm] : (uint32_t)c->r[i->rm], r = (expr);                  \
+        c->r[i->rm] = r;                                                                           \
+        lf_set(c, lfop, d, n, r, size);                                                            \
+    }
+
+SHIFT_FAST(shl_ri8, LF_SHL, 8, d << n)
+SHIFT_FAST(shl_ri4, LF_SHL, 4, (uint32_t)(d << n))
+SHIFT_FAST(shr_ri8, LF_SHR, 8, d >> n)
+SHIFT_FAST(shr_ri4, LF_SHR, 4, d >> n)
+SHIFT_FAST(sar_ri8, LF_SAR, 8, (uint64_t)((int64_t)d >> n))
+SHIFT_FAST(sar_ri4, LF_SAR, 4, (uint32_t)((int32_t)(uint32_t)d >> n))
+
+void emu_spec_shift(struct emu_insn *i)
+{
+    unsigned op = i->reg & 7, size = i->opsize, n;
+
+    if (i->mod != 3 || (size != 4 && size != 8) || (i->op != 0xc1 && i->op != 0xd1))
+        return;
+    n = i->op == 0xd1 ? 1 : (unsigned)(uint8_t)i->imm & (size == 8 ? 63 : 31);
+    if (n == 0)
+        return;
+    switch (op) {
+    case 4:
+    case 6:
+        i->fn = size == 8 ? ex_shl_ri8 : ex_shl_ri4;
+        break;
+    case 5:
+        i->fn = size == 8 ? ex_shr_ri8 : ex_shr_ri4;
+        break;
+    case 7:
+        i->fn = size == 8 ? ex_sar_ri8 : ex_sar_ri4;
+        break;
+    default:
+        return;
+    }
+    i->imm = n;
+}
