@@ -689,6 +689,7 @@ struct emu_block *emu_block_build(struct emu_cpu *c, uint64_t la, const uint8_t 
             break;
         }
         i->len = (uint8_t)f.pos;
+        b->off[n] = (uint16_t)off;
         off += f.pos;
         n++;
         if (i->mod != 3) {
@@ -714,6 +715,7 @@ struct emu_block *emu_block_build(struct emu_cpu *c, uint64_t la, const uint8_t 
     b->words = w;
     b->nwords = (uint16_t)nw;
     b->nbytes = (uint16_t)off;
+    b->off[n] = (uint16_t)off;
     b->n = (uint8_t)n;
     b->la = la;
     b->mode = emu_icache_mode(c);

@@ -95,7 +95,7 @@ static inline struct emu_block *blk_find(struct emu_cpu *c)
     return emu_block_build(c, la, p);
 }
 
-/* The memory operand's offset for a block instruction; rip is the next instruction's. */
+/* The memory operand's offset for a block instruction (EAK_GEN: no RIP-relative form). */
 static inline uint64_t blk_ea(const struct emu_cpu *c, const struct emu_insn *i)
 {
     uint64_t ea = (uint64_t)(int64_t)i->disp;
@@ -107,36 +107,65 @@ static inline uint64_t blk_ea(const struct emu_cpu *c, const struct emu_insn *i)
     return i->asize == 8 ? ea : i->asize == 4 ? (uint32_t)ea : (uint16_t)ea;
 }
 
+/* The block being run and where it started, for a fault in one of its instructions before the
+ * last (which run without c->rip and c->insn_start): NULL otherwise. */
+static _Thread_local struct emu_block *run_blk __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t run_ic0 __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t run_rip0 __attribute__((tls_model("initial-exec")));
+
+/* RIP of byte off of a block that started at rip0, in the block's mode. */
+static inline uint64_t blk_rip(const struct emu_block *b, uint64_t rip0, unsigned off)
+{
+    uint64_t r = rip0 + off;
+
+    if (b->mode & 2) /* code64 */
+        return r;
+    return (b->mode & 4) ? (uint32_t)r : (uint16_t)r;
+}
+
+/* After instruction k of the running block: RIP past it, insn_start at it. */
+static inline void blk_sync(struct emu_cpu *c, const struct emu_block *b, uint64_t rip0, unsigned k)
+{
+    c->insn_start = blk_rip(b, rip0, b->off[k]);
+    c->rip = blk_rip(b, rip0, b->off[k + 1]);
+}
+
 /* Run b's instructions (at most up to icount end). True when the batch must end (c->stop). */
 static inline bool run_block(struct emu_cpu *c, struct emu_block *b, uint64_t end)
 {
-    uint64_t ic = c->icount, last = ic + (b->n < end - ic ? b->n : end - ic);
-    uint64_t rip = c->rip;
-    struct emu_insn *i = b->insn;
-    bool m64 = c->code64, m32 = c->code32;
+    uint64_t ic0 = c->icount, ic = ic0, rip0 = c->rip;
+    unsigned n = b->n < end - ic ? b->n : (unsigned)(end - ic);
+    struct emu_insn *i = b->insn, *last = b->insn + n - 1;
 
     emu_smc_lo = b->la;
     emu_smc_len = b->nbytes;
-    for (;;) {
-        c->insn_start = rip;
-        rip += i->len;
-        if (!m64)
-            rip = m32 ? (uint32_t)rip : (uint16_t)rip;
-        c->rip = rip;
+    run_blk = b;
+    run_ic0 = ic0;
+    run_rip0 = rip0;
+    for (; i != last; i++) {
         if (i->eak != EAK_NONE)
             i->ea = blk_ea(c, i);
         i->fn(c, i);
         c->icount = ++ic;
         if (__builtin_expect(c->stop != EMU_STOP_NONE, 0)) {
-            if (c->stop != EMU_STOP_SMC)
-                return true;
-            c->stop = EMU_STOP_NONE;
-            return false;
+            run_blk = NULL;
+            blk_sync(c, b, rip0, (unsigned)(ic - ic0 - 1));
+            goto stopped;
         }
-        if (ic == last)
-            return false;
-        i++;
     }
+    run_blk = NULL;
+    blk_sync(c, b, rip0, n - 1);
+    if (i->eak != EAK_NONE)
+        i->ea = blk_ea(c, i);
+    i->fn(c, i);
+    c->icount = ++ic;
+    if (__builtin_expect(c->stop == EMU_STOP_NONE, 1))
+        return false;
+stopped:
+    if (c->stop != EMU_STOP_SMC)
+        return true;
+    c->stop = EMU_STOP_NONE;
+    return false;
 }
 
 /* The hot loop, in its own frame so that a longjmp from a fault just discards it. */
@@ -196,6 +225,11 @@ enum emu_stop emu_exec(struct emu_cpu *c, uint64_t max)
     if (setjmp(c->fault_jmp) != 0) {
         /* A fault (or a fault while delivering one): back to the instruction, then deliver. */
         int vec = c->fault_vec;
+        struct emu_block *b = run_blk;
+        if (b) { /* in a block, before its last instruction */
+            run_blk = NULL;
+            c->insn_start = blk_rip(b, run_rip0, b->off[c->icount - run_ic0]);
+        }
         smc_off();
         if (c->stop == EMU_STOP_SMC)
             c->stop = EMU_STOP_NONE;

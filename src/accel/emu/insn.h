@@ -475,7 +475,7 @@ static inline struct emu_insn *emu_decode(struct emu_cpu *c, struct emu_insn *sc
  * a store into the running block's own bytes ends it after the storing instruction
  * (emu_smc_check in mmu.h). The cache is per host thread: a hash table of pointers into an
  * arena that is emptied as a whole when it is full. */
-#define EMU_BLK_MAX   32
+#define EMU_BLK_MAX   64
 #define EMU_BLK_HASH  4096
 #define EMU_BLK_ARENA (4u << 20)
 
@@ -487,6 +487,10 @@ struct emu_block {
     uint16_t nwords;       /* words[]: the bytes as 8-byte words, the last one masked */
     uint64_t lastmask;     /* mask of the last word */
     const uint64_t *words; /* in the arena, after insn[] */
+    /* off[k]: offset of instruction k from the first byte (off[n] = nbytes). While a block runs,
+     * only its last instruction sees c->rip and c->insn_start; exec.c derives them from off[]
+     * where they are needed (a fault, a stop, the end of the block). */
+    uint16_t off[EMU_BLK_MAX + 1];
     struct emu_insn insn[];
 };
 
