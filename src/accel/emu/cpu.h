@@ -35,49 +35,80 @@ struct emu_lapic;
 struct emu_vm;
 
 /* General-purpose register numbers, in encoding order. */
-enum { R_AX, R_CX, R_DX, R_BX, R_SP, R_BP, R_SI, R_DI, R_R8, R_R9, R_R10, R_R11, R_R12, R_R13,
-       R_R14, R_R15 };
+enum {
+    R_AX,
+    R_CX,
+    R_DX,
+    R_BX,
+    R_SP,
+    R_BP,
+    R_SI,
+    R_DI,
+    R_R8,
+    R_R9,
+    R_R10,
+    R_R11,
+    R_R12,
+    R_R13,
+    R_R14,
+    R_R15
+};
 /* Segment registers, in encoding order (ModRM reg of MOV Sreg). */
 enum { S_ES, S_CS, S_SS, S_DS, S_FS, S_GS, S_NONE = 7 };
 
 /* Exception vectors. */
 enum {
-    EXC_DE = 0, EXC_DB = 1, EXC_NMI = 2, EXC_BP = 3, EXC_OF = 4, EXC_BR = 5, EXC_UD = 6,
-    EXC_NM = 7, EXC_DF = 8, EXC_TS = 10, EXC_NP = 11, EXC_SS = 12, EXC_GP = 13, EXC_PF = 14,
-    EXC_MF = 16, EXC_AC = 17, EXC_MC = 18, EXC_XM = 19,
+    EXC_DE = 0,
+    EXC_DB = 1,
+    EXC_NMI = 2,
+    EXC_BP = 3,
+    EXC_OF = 4,
+    EXC_BR = 5,
+    EXC_UD = 6,
+    EXC_NM = 7,
+    EXC_DF = 8,
+    EXC_TS = 10,
+    EXC_NP = 11,
+    EXC_SS = 12,
+    EXC_GP = 13,
+    EXC_PF = 14,
+    EXC_MF = 16,
+    EXC_AC = 17,
+    EXC_MC = 18,
+    EXC_XM = 19,
 };
 
 /* RFLAGS bits. */
-#define FL_CF   0x0001u
-#define FL_PF   0x0004u
-#define FL_AF   0x0010u
-#define FL_ZF   0x0040u
-#define FL_SF   0x0080u
-#define FL_TF   0x0100u
-#define FL_IF   0x0200u
-#define FL_DF   0x0400u
-#define FL_OF   0x0800u
-#define FL_IOPL 0x3000u
-#define FL_NT   0x4000u
-#define FL_RF   0x10000u
-#define FL_VM   0x20000u
-#define FL_AC   0x40000u
-#define FL_VIF  0x80000u
-#define FL_VIP  0x100000u
-#define FL_ID   0x200000u
+#define FL_CF    0x0001u
+#define FL_PF    0x0004u
+#define FL_AF    0x0010u
+#define FL_ZF    0x0040u
+#define FL_SF    0x0080u
+#define FL_TF    0x0100u
+#define FL_IF    0x0200u
+#define FL_DF    0x0400u
+#define FL_OF    0x0800u
+#define FL_IOPL  0x3000u
+#define FL_NT    0x4000u
+#define FL_RF    0x10000u
+#define FL_VM    0x20000u
+#define FL_AC    0x40000u
+#define FL_VIF   0x80000u
+#define FL_VIP   0x100000u
+#define FL_ID    0x200000u
 #define FL_ARITH (FL_CF | FL_PF | FL_AF | FL_ZF | FL_SF | FL_OF)
 
-#define CR0_PE 0x1u
-#define CR0_MP 0x2u
-#define CR0_EM 0x4u
-#define CR0_TS 0x8u
-#define CR0_ET 0x10u
-#define CR0_NE 0x20u
-#define CR0_WP 0x10000u
-#define CR0_AM 0x40000u
-#define CR0_NW 0x20000000u
-#define CR0_CD 0x40000000u
-#define CR0_PG 0x80000000u
+#define CR0_PE         0x1u
+#define CR0_MP         0x2u
+#define CR0_EM         0x4u
+#define CR0_TS         0x8u
+#define CR0_ET         0x10u
+#define CR0_NE         0x20u
+#define CR0_WP         0x10000u
+#define CR0_AM         0x40000u
+#define CR0_NW         0x20000000u
+#define CR0_CD         0x40000000u
+#define CR0_PG         0x80000000u
 #define CR4_PSE        0x10u
 #define CR4_PAE        0x20u
 #define CR4_PGE        0x80u
@@ -87,10 +118,10 @@ enum {
 #define CR4_OSXSAVE    0x40000u
 #define CR4_SMEP       0x100000u
 #define CR4_SMAP       0x200000u
-#define EFER_SCE 0x1u
-#define EFER_LME 0x100u
-#define EFER_LMA 0x400u
-#define EFER_NXE 0x800u
+#define EFER_SCE       0x1u
+#define EFER_LME       0x100u
+#define EFER_LMA       0x400u
+#define EFER_NXE       0x800u
 
 /* Page-fault error code bits. */
 #define PF_P    0x1u
@@ -147,9 +178,9 @@ struct emu_cpu {
     struct kvm_segment tr, ldt;
     struct kvm_dtable gdt, idt;
     uint64_t cr0, cr2, cr3, cr4, cr8, efer;
-    uint64_t dr[8];      /* DR0-3, (4, 5 unused), DR6, DR7 */
+    uint64_t dr[8]; /* DR0-3, (4, 5 unused), DR6, DR7 */
     uint64_t xcr0;
-    uint8_t cpl;         /* current privilege level (CS.DPL normally) */
+    uint8_t cpl; /* current privilege level (CS.DPL normally) */
     /* MSRs beyond EFER (msr.c). */
     uint64_t star, lstar, cstar, sfmask, kernel_gs_base;
     uint64_t sysenter_cs, sysenter_esp, sysenter_eip;

@@ -20,8 +20,8 @@
 #define L1_ECX (1u << 13 | 1u << 23)
 /* 0x80000001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM). TZCNT needs BMI1, not claimed: F3 0F BC
  * then means BSF on hardware, which gives the same result for a non-zero source. */
-#define E1_ECX (1u << 0 | 1u << 5)
-#define L7_EBX_SMEP   (1u << 7)
+#define E1_ECX      (1u << 0 | 1u << 5)
+#define L7_EBX_SMEP (1u << 7)
 /* 0x80000001 EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, LM. */
 #define E1_EDX ((1u << 11) | (1u << 20) | (1u << 26) | (1u << 27) | (1u << 29))
 
