@@ -83,13 +83,17 @@ static inline struct emu_block *blk_find(struct emu_cpu *c)
     b = bc ? bc->tab[emu_blk_hash(la)] : NULL;
     if (__builtin_expect(b && b->la == la && b->mode == emu_icache_mode(c), 1)) {
         const uint64_t *w = b->words;
-        unsigned nw = b->nwords, k;
-        uint64_t diff = 0;
+        unsigned nw = b->nwords, k = 0;
+        uint64_t d0 = 0, d1 = 0;
 
-        for (k = 0; k + 1 < nw; k++)
-            diff |= emu_load64(p + 8 * k) ^ w[k];
-        diff |= (emu_load64(p + 8 * k) & b->lastmask) ^ w[k];
-        if (__builtin_expect(diff == 0, 1))
+        for (; k + 2 < nw; k += 2) {
+            d0 |= emu_load64(p + 8 * k) ^ w[k];
+            d1 |= emu_load64(p + 8 * k + 8) ^ w[k + 1];
+        }
+        for (; k + 1 < nw; k++)
+            d0 |= emu_load64(p + 8 * k) ^ w[k];
+        d1 |= (emu_load64(p + 8 * k) & b->lastmask) ^ w[k];
+        if (__builtin_expect((d0 | d1) == 0, 1))
             return b;
     }
     return emu_block_build(c, la, p);
