@@ -691,6 +691,60 @@ static void test_reset(void **state)
     assert_int_equal(cpu->code32, 0);
 }
 
+/* Self-modifying code inside one decoded block: the store is seen by the next instruction. */
+static void test_smc(void **state)
+{
+    (void)state;
+    /* mov byte [rip+1], 0x22 ; mov al, 0x11 ; hlt */
+    static const uint8_t c1[] = {0xc6, 0x05, 0x01, 0, 0, 0, 0x22, 0xb0, 0x11, 0xf4};
+    assert_int_equal(RUN(c1), EMU_STOP_HLT);
+    assert_int_equal(cpu->r[R_AX] & 0xff, 0x22);
+    /* loop: lea rbx,[rip+k] patch; several iterations: mov rcx,3; L: mov byte [rbx], cl; mov al, 0;
+     * add dl, al; dec rcx; jnz L; hlt */
+    static const uint8_t c2[] = {0x48, 0x8d, 0x1d, 0x0c, 0,
+                                 0,    0, /* lea rbx, [rip+12] -> imm of mov al (at 7+...)*/
+                                 0xb9, 0x03, 0,    0,    0, /* mov ecx, 3 (offset 7) */
+                                 0x88, 0x0b,                /* L (12): mov [rbx], cl */
+                                 0x90,                      /* 14 nop */
+                                 0x90,                      /* 15 nop */
+                                 0x90,                      /* 16 nop */
+                                 0x90,                      /* 17 nop */
+                                 0xb0, 0x00,                /* 18: mov al, imm (imm at 19) */
+                                 0x00, 0xc2,                /* 20: add dl, al */
+                                 0xff, 0xc9,                /* 22: dec ecx */
+                                 0x75, 0xf2,                /* 24: jnz 12 (26-14) */
+                                 0xf4};
+    assert_int_equal(RUN(c2), EMU_STOP_HLT);
+    assert_int_equal(cpu->r[R_DX] & 0xff, 6);
+    /* the same with a 1-instruction budget each time */
+    cpu_init(cpu, 0);
+    memset(gmem.base + CODE, 0, 0x1000);
+    memcpy(gmem.base + CODE, c2, sizeof(c2));
+    for (int k = 0; k < 100 && cpu->stop != EMU_STOP_HLT; k++)
+        emu_exec(cpu, 1);
+    assert_int_equal(cpu->r[R_DX] & 0xff, 6);
+}
+
+/* A fault in the middle of a block: exact RIP in the frame and exact instruction count. */
+static void test_midfault(void **state)
+{
+    (void)state;
+    /* nop x3; mov eax,1; mov ebx,2; mov ecx,[ebx*1+0x7fff0000] (unmapped: #PF); hlt */
+    static const uint8_t c[] = {0x90, 0x90, 0x90, 0xb8, 1,    0,    0,    0,    0xbb, 2,   0,
+                                0,    0,    0x8b, 0x0c, 0x1d, 0x00, 0x00, 0xff, 0x7f, 0xf4};
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t ic;
+        cpu_init(cpu, 0);
+        memset(gmem.base + CODE, 0, 0x1000);
+        memcpy(gmem.base + CODE, c, sizeof(c));
+        ic = cpu->icount;
+        emu_exec(cpu, 1); /* fills the TLB through the one-instruction path */
+        assert_int_equal(emu_exec(cpu, 100), EMU_STOP_HLT);
+        assert_int_equal(frame_rip(true), CODE + 13);
+        assert_int_equal(cpu->icount - ic, 5 + 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -704,6 +758,8 @@ int main(void)
         cmocka_unit_test(test_ud_and_limits),
         cmocka_unit_test(test_fetch_page_end),
         cmocka_unit_test(test_stops),
+        cmocka_unit_test(test_smc),
+        cmocka_unit_test(test_midfault),
         cmocka_unit_test(test_locked_cmpxchg),
         cmocka_unit_test(test_lock_two_cpus),
         cmocka_unit_test(test_reset),
