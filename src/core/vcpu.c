@@ -112,11 +112,11 @@ static void *vcpu_thread(void *arg)
         }
         if (vm->pause_depth > 0 || atomic_load(&vm->quit)) {
             v->parked = true;
-            vm->nparked++;
+            __atomic_fetch_add(&vm->nparked, 1, __ATOMIC_RELEASE);
             pthread_cond_broadcast(&vm->cond_paused);
             while (vm->pause_depth > 0 && !atomic_load(&vm->quit))
                 pthread_cond_wait(&vm->cond_resume, &vm->lock);
-            vm->nparked--;
+            __atomic_fetch_sub(&vm->nparked, 1, __ATOMIC_RELEASE);
             v->parked = false;
             if (atomic_load(&vm->quit)) {
                 pthread_mutex_unlock(&vm->lock);
@@ -143,15 +143,15 @@ static void *vcpu_thread(void *arg)
         /* Stay parked as a dead vCPU so the barrier still counts us. */
         pthread_mutex_lock(&vm->lock);
         v->parked = true;
-        vm->nparked++;
+        __atomic_fetch_add(&vm->nparked, 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&vm->cond_paused);
         while (!atomic_load(&vm->quit))
             pthread_cond_wait(&vm->cond_resume, &vm->lock);
-        vm->nparked--;
+        __atomic_fetch_sub(&vm->nparked, 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&vm->lock);
     }
     pthread_mutex_lock(&vm->lock);
-    vm->nrunning_threads--;
+    __atomic_fetch_sub(&vm->nrunning_threads, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&vm->cond_paused);
     pthread_mutex_unlock(&vm->lock);
     return NULL;
@@ -163,12 +163,12 @@ int vcpu_start_thread(struct vcpu *v)
     int err;
 
     pthread_mutex_lock(&v->vm->lock);
-    v->vm->nrunning_threads++;
+    __atomic_fetch_add(&v->vm->nrunning_threads, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&v->vm->lock);
     err = pthread_create(&v->thread, NULL, vcpu_thread, v);
     if (err) {
         pthread_mutex_lock(&v->vm->lock);
-        v->vm->nrunning_threads--;
+        __atomic_fetch_sub(&v->vm->nrunning_threads, 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&v->vm->lock);
         return -err;
     }
