@@ -15,6 +15,7 @@
 #include "colo/cache.h"
 #include "colo/heartbeat.h"
 #include "colo/outbuf.h"
+#include "virtio/virtio_mmio.h"
 
 struct migration;
 struct stream_writer;
@@ -37,6 +38,9 @@ const char *colo_mode_name(enum colo_mode m);
 const char *colo_reason_name(enum colo_reason r);
 
 #define COLO_PAUSE_SAMPLES 4096
+/* Every device slot may hold a NIC (run.c allows VIRTIO_MMIO_SLOTS --disk and --net in all), and
+ * every NIC's output must wait for its checkpoint: one output buffer per slot. */
+#define COLO_MAX_NICS VIRTIO_MMIO_SLOTS
 
 struct colo_stats {
     uint64_t checkpoints;
@@ -74,7 +78,7 @@ struct colo {
     int fd;        /* the stream, -1 when none */
     struct heartbeat hb;
     struct colo_stats stats;
-    struct colo_outbuf outbuf[4]; /* one per NIC (COLO_MAX_NICS) */
+    struct colo_outbuf outbuf[COLO_MAX_NICS]; /* one per NIC, by instance */
     unsigned nouts;
     struct serial_state *console; /* held console output (primary) */
     struct colo_outbuf console_out;

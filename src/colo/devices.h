@@ -7,9 +7,8 @@
 struct colo;
 struct vm;
 
-#define COLO_MAX_NICS 4
-
-/* Primary: route every NIC's transmit path through its output buffer. */
+/* Primary: route every NIC's transmit path through its output buffer (all of them: a VM has at
+ * most COLO_MAX_NICS, colo.h). */
 void colo_devices_primary_start(struct colo *c, struct vm *vm);
 /* Primary, vCPUs paused: output from now on belongs to the next epoch. */
 void colo_devices_close_epoch(struct colo *c);
