@@ -47,7 +47,7 @@ void colo_cache_discard(struct colo_cache *c)
     c->bytes = 0;
 }
 
-void colo_cache_loaded(void *opaque, uint64_t offset, uint64_t len)
+int colo_cache_loaded(void *opaque, uint64_t offset, uint64_t len)
 {
     struct colo_cache *c = opaque;
 
@@ -59,9 +59,10 @@ void colo_cache_loaded(void *opaque, uint64_t offset, uint64_t len)
             size_t ncap = c->cap ? c->cap * 2 : 256;
             struct colo_run *nr = realloc(c->runs, ncap * sizeof(*nr));
             if (!nr) {
-                /* Cannot track it: the checkpoint will fail its completeness check. */
-                log_err("colo: out of memory tracking cache runs");
-                return;
+                /* An untracked run would never be applied: fail the checkpoint instead. */
+                log_err("colo: out of memory tracking cache runs (%zu staged)", c->nruns);
+                release(c, offset, len);
+                return -ENOMEM;
             }
             c->runs = nr;
             c->cap = ncap;
@@ -69,6 +70,7 @@ void colo_cache_loaded(void *opaque, uint64_t offset, uint64_t len)
         c->runs[c->nruns++] = (struct colo_run){offset, len};
     }
     c->bytes += len;
+    return 0;
 }
 
 void colo_cache_apply(struct colo_cache *c, struct guest_mem *mem)

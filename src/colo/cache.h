@@ -28,7 +28,8 @@ int colo_cache_init(struct colo_cache *c, uint64_t size);
 void colo_cache_destroy(struct colo_cache *c);
 /* Forget the staged runs (a new checkpoint begins, or a bad one is dropped) and free them. */
 void colo_cache_discard(struct colo_cache *c);
-/* ram_sink.loaded callback: a run landed in the cache. */
-void colo_cache_loaded(void *opaque, uint64_t offset, uint64_t len);
+/* ram_sink.loaded callback: a run landed in the cache. -ENOMEM if it cannot be recorded: the
+ * run is not staged (its pages are given back) and the checkpoint must be rejected. */
+int colo_cache_loaded(void *opaque, uint64_t offset, uint64_t len);
 /* Copy every staged run into guest RAM, then discard. */
 void colo_cache_apply(struct colo_cache *c, struct guest_mem *mem);

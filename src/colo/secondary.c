@@ -39,15 +39,17 @@ struct secondary {
     bool ram_fault_armed;
 };
 
-static void loaded_cb(void *opaque, uint64_t offset, uint64_t len)
+/* A run the cache cannot record fails the RAM segment: the checkpoint is rejected (drop). */
+static int loaded_cb(void *opaque, uint64_t offset, uint64_t len)
 {
     struct secondary *s = opaque;
+    int r = colo_cache_loaded(&s->cache, offset, len);
 
-    colo_cache_loaded(&s->cache, offset, len);
     if (s->ram_fault_armed) {
         s->ram_fault_armed = false;
         colo_fault_point("s-mid-ram", s->n);
     }
+    return r;
 }
 
 /* Wait for the next request without a deadline, but notice a failover at once. */

@@ -132,6 +132,16 @@ static bool get_run(struct stream_reader *sr, const struct ram_sink *rs, uint64_
     return true;
 }
 
+/* Tell the sink's observer about a run; if it cannot record it, the load fails. */
+static void loaded_fail(struct stream_reader *sr, struct ram_sink *rs, uint64_t off, uint64_t len)
+{
+    int r = rs->loaded(rs->loaded_opaque, off, len);
+
+    if (r < 0)
+        sr_fail(sr, r, "ram: the run at 0x%llx (%llu bytes) cannot be recorded: %s",
+                (unsigned long long)off, (unsigned long long)len, strerror(-r));
+}
+
 static int ram_load(struct stream_reader *sr, void *opaque, enum stream_tag type,
                     uint32_t version_id)
 {
@@ -170,7 +180,7 @@ static int ram_load(struct stream_reader *sr, void *opaque, enum stream_tag type
                 break;
             rs->data_pages += len / rs->page_size;
             if (rs->loaded)
-                rs->loaded(rs->loaded_opaque, off, len);
+                loaded_fail(sr, rs, off, len);
             break;
         case RAM_REC_ZERO:
             if (!get_run(sr, rs, &off, &len))
@@ -179,7 +189,7 @@ static int ram_load(struct stream_reader *sr, void *opaque, enum stream_tag type
             memset(rs->host + off, 0, (size_t)len);
             rs->zero_pages += len / rs->page_size;
             if (rs->loaded)
-                rs->loaded(rs->loaded_opaque, off, len);
+                loaded_fail(sr, rs, off, len);
             break;
         case RAM_REC_END:
             flags = sr_get_u8(sr);

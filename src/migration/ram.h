@@ -26,8 +26,9 @@ struct ram_sink {
     uint8_t *host;      /* ram_size bytes */
     uint64_t ram_size;  /* multiple of page_size */
     uint32_t page_size; /* power of two */
-    /* Optional: told about every run written (e.g. to set bits in a dirty bitmap). */
-    void (*loaded)(void *opaque, uint64_t offset, uint64_t len);
+    /* Optional: told about every run written (e.g. to set bits in a dirty bitmap). A negative
+     * errno (it could not record the run) fails the load with that error. */
+    int (*loaded)(void *opaque, uint64_t offset, uint64_t len);
     void *loaded_opaque;
     /* Filled in by the loader. */
     uint64_t rounds;     /* END records that carried RAM_END_ROUND */

@@ -24,12 +24,25 @@ struct fixture {
     uint64_t loaded_bytes;
 };
 
-static void count_loaded(void *opaque, uint64_t offset, uint64_t len)
+static int count_loaded(void *opaque, uint64_t offset, uint64_t len)
 {
     struct fixture *f = opaque;
 
     assert_true(offset % f->w.ram.page_size == 0 && offset + len <= SAMPLE_RAM_SIZE);
     f->loaded_bytes += len;
+    return 0;
+}
+
+/* An observer that cannot record the second run it is told about. */
+static int refuse_second(void *opaque, uint64_t offset, uint64_t len)
+{
+    struct fixture *f = opaque;
+
+    (void)offset;
+    if (f->loaded_bytes)
+        return -ENOMEM;
+    f->loaded_bytes += len;
+    return 0;
 }
 
 static int setup(void **state)
@@ -191,6 +204,23 @@ static void test_round_trip_with_zero_pages(void **state)
     stream_loader_destroy(&ld);
 }
 
+/* An observer that cannot record a run (the COLO cache out of memory) fails the load with its
+ * error: a segment is never accepted with a run its observer does not know about. */
+static void test_observer_error_fails_load(void **state)
+{
+    struct fixture *f = *state;
+
+    fill_source(f); /* data and zero pages alternate: several runs */
+    f->w.ram.loaded = refuse_second;
+    stream_put_header(&f->sw);
+    ram_save_open(&f->sw, STREAM_TAG_SECTION_START, 1, "ram", 0, &f->rs);
+    ram_save_pages(&f->sw, &f->rs, 0, NPG);
+    ram_save_close(&f->sw, 1, RAM_END_ROUND);
+    assert_int_equal(stream_put_eof(&f->sw), 0);
+    assert_int_equal(load(f, NULL), -ENOMEM);
+    assert_int_equal(f->w.ram.rounds, 0);
+}
+
 /* A START payload followed by one hand-made run record, END, footer, EOF. */
 static int load_run(struct fixture *f, uint8_t rec, uint64_t offset, uint32_t npages,
                     size_t data_bytes)
@@ -315,6 +345,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_wire_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trip_with_zero_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_observer_error_fails_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_geometry_and_flags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_truncation, setup, teardown),
