@@ -17,14 +17,60 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "colo/colo_int.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "migration/migrate.h"
 
-struct colo colo_state = {
-    .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .fd = -1};
+/* .cond is set up by colo_cond_once (CLOCK_MONOTONIC), before its first use. */
+struct colo colo_state = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
+static bool cond_monotonic;
+
+static void cond_init(void)
+{
+    pthread_condattr_t a;
+
+    /* Timed waits on c->cond are against CLOCK_MONOTONIC, the clock of now_ns(): a step of the
+     * wall clock (NTP, an operator) never stretches or cuts a wait. */
+    if (!pthread_condattr_init(&a)) {
+        cond_monotonic = !pthread_condattr_setclock(&a, CLOCK_MONOTONIC) &&
+                         !pthread_cond_init(&colo_state.cond, &a);
+        pthread_condattr_destroy(&a);
+    }
+    if (!cond_monotonic)
+        pthread_cond_init(&colo_state.cond, NULL);
+}
+
+static void colo_cond_once(void)
+{
+    pthread_once(&cond_once, cond_init);
+}
+
+bool colo_cond_wait_until(struct colo *c, uint64_t due_ns)
+{
+    struct timespec ts;
+
+    if (!cond_monotonic) {
+        /* No monotonic condvar (never on Linux): poll the monotonic deadline in short waits on
+         * the wall clock, so a wall-clock step costs at most one of them. */
+        uint64_t now = now_ns(), left = due_ns > now ? due_ns - now : 0;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        left = left < 10000000ULL ? left : 10000000ULL;
+        ts.tv_nsec += (long)left;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+    } else {
+        ts.tv_sec = (time_t)(due_ns / 1000000000ULL);
+        ts.tv_nsec = (long)(due_ns % 1000000000ULL);
+    }
+    return pthread_cond_timedwait(&c->cond, &c->lock, &ts) == 0;
+}
 
 static const char *const mode_names[] = {"none", "primary", "secondary"};
 static const char *const reason_names[] = {"none", "request", "error", "processing"};
@@ -50,6 +96,7 @@ unsigned long long colo_unix_us(void)
 
 void colo_init(struct migration *m, struct vm *vm)
 {
+    colo_cond_once();
     colo_state.m = m;
     colo_state.vm = vm;
     m->colo = &colo_state;
@@ -68,6 +115,7 @@ int colo_request_failover(enum colo_reason why, char *err, size_t errlen)
 {
     struct colo *c = &colo_state;
 
+    colo_cond_once();
     pthread_mutex_lock(&c->lock);
     if (c->mode == COLO_MODE_NONE) {
         pthread_mutex_unlock(&c->lock);
@@ -95,6 +143,7 @@ void colo_request_checkpoint(void)
 {
     struct colo *c = &colo_state;
 
+    colo_cond_once();
     pthread_mutex_lock(&c->lock);
     c->checkpoint_requested = true;
     pthread_cond_broadcast(&c->cond);

@@ -68,7 +68,7 @@ struct colo {
     struct migration *m;
     struct vm *vm;
     pthread_mutex_t lock; /* everything below */
-    pthread_cond_t cond;
+    pthread_cond_t cond;  /* timed waits on CLOCK_MONOTONIC (colo_cond_wait_until) */
     enum colo_mode mode, last_mode;
     enum colo_reason reason;
     bool checkpoint_requested;

@@ -11,8 +11,12 @@
 #define COLO_DEVBUF_MAX    (256u << 20)
 #define COLO_START_TIMEOUT 10000
 
-/* Wall-clock microseconds, for logs that are compared with packet captures. */
+/* Wall-clock microseconds, for logs that are compared with packet captures (and the
+ * last-failover-unix-ms timestamp); never used to time anything: that is now_ns(), monotonic. */
 unsigned long long colo_unix_us(void);
+/* Wait on c->cond (c->lock held) until woken or now_ns() reaches due_ns, a CLOCK_MONOTONIC
+ * time; false on timeout. Spurious wakeups happen: callers re-check their condition. */
+bool colo_cond_wait_until(struct colo *c, uint64_t due_ns);
 /* Unblock a send or receive stuck on the stream (caller holds c->lock). */
 void colo_wake_stream(struct colo *c);
 /* The heartbeat's loss callback: a failover with reason error. */

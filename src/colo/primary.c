@@ -162,21 +162,9 @@ static bool primary_wait(struct colo *c, uint64_t due_ns)
     bool go = true;
 
     pthread_mutex_lock(&c->lock);
-    while (!c->failover_requested && !c->checkpoint_requested) {
-        struct timespec ts;
-        uint64_t now = now_ns();
-        if (now >= due_ns)
-            break;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t left = due_ns - now;
-        ts.tv_sec += (time_t)(left / 1000000000ULL);
-        ts.tv_nsec += (long)(left % 1000000000ULL);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&c->cond, &c->lock, &ts);
-    }
+    /* due_ns is on the monotonic clock (now_ns), and so is the wait. */
+    while (!c->failover_requested && !c->checkpoint_requested && now_ns() < due_ns)
+        colo_cond_wait_until(c, due_ns);
     c->checkpoint_requested = false;
     if (c->failover_requested)
         go = false;
