@@ -320,6 +320,17 @@ void emu_deliver_interrupt(struct emu_cpu *c, int vec)
 
 /* ---- far transfers ---- */
 
+/* The checks every new code segment ends with: present (#NP), and not both L and D in long
+ * mode (#GP); returns the descriptor. */
+static uint64_t code_present(struct emu_cpu *c, uint64_t d, uint16_t sel)
+{
+    if (!DESC_P(d))
+        emu_raise(c, EXC_NP, SEL_ERR(sel));
+    if (c->long_mode && DESC_L(d) && DESC_DB(d))
+        emu_raise(c, EXC_GP, SEL_ERR(sel));
+    return d;
+}
+
 /* The checks of a far JMP/CALL target (same privilege only; gates are not implemented). */
 static uint64_t check_far_target(struct emu_cpu *c, uint16_t sel)
 {
@@ -339,11 +350,7 @@ static uint64_t check_far_target(struct emu_cpu *c, uint16_t sel)
         emu_raise(c, EXC_GP, SEL_ERR(sel));
     if (DESC_CONF(d) ? DESC_DPL(d) > c->cpl : SEL_RPL(sel) > c->cpl || DESC_DPL(d) != c->cpl)
         emu_raise(c, EXC_GP, SEL_ERR(sel));
-    if (!DESC_P(d))
-        emu_raise(c, EXC_NP, SEL_ERR(sel));
-    if (c->long_mode && DESC_L(d) && DESC_DB(d))
-        emu_raise(c, EXC_GP, SEL_ERR(sel));
-    return d;
+    return code_present(c, d, sel);
 }
 
 /* The target offset as the new code segment sees it. */
@@ -422,11 +429,7 @@ static uint64_t check_return_cs(struct emu_cpu *c, uint16_t sel)
         emu_raise(c, EXC_GP, SEL_ERR(sel));
     if (DESC_CONF(d) ? DESC_DPL(d) > SEL_RPL(sel) : DESC_DPL(d) != SEL_RPL(sel))
         emu_raise(c, EXC_GP, SEL_ERR(sel));
-    if (!DESC_P(d))
-        emu_raise(c, EXC_NP, SEL_ERR(sel));
-    if (c->long_mode && DESC_L(d) && DESC_DB(d))
-        emu_raise(c, EXC_GP, SEL_ERR(sel));
-    return d;
+    return code_present(c, d, sel);
 }
 
 /* SS for a return to privilege rpl (popped ss); *ssd = 0 for a null SS allowed in 64-bit mode. */
