@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "accel/emu/cpu.h"
+#include "emu_test.h"
 #include "core/mem.h"
 
 /* Guest-physical layout (identity-mapped with 2 MiB pages over [0, 4 MiB); above is unmapped). */
@@ -210,19 +211,6 @@ static uint64_t get64(uint64_t gpa)
     return v;
 }
 
-static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type)
-{
-    *s = (struct kvm_segment){.base = 0,
-                              .limit = 0xffffffff,
-                              .selector = sel,
-                              .type = type,
-                              .present = 1,
-                              .dpl = 0,
-                              .db = 1,
-                              .s = 1,
-                              .g = 1};
-}
-
 /* 64-bit mode at CPL 0 with flat segments, the IDT and TSS below, RIP at CODE. */
 static void cpu_init(struct emu_cpu *c, int id)
 {
@@ -237,11 +225,11 @@ static void cpu_init(struct emu_cpu *c, int id)
     c->xcr0 = 1;
     c->seg[S_CS] = (struct kvm_segment){
         .limit = 0xffffffff, .selector = 8, .type = 0xb, .present = 1, .s = 1, .l = 1, .g = 1};
-    seg_flat(&c->seg[S_SS], 0x10, 3);
-    seg_flat(&c->seg[S_DS], 0x10, 3);
-    seg_flat(&c->seg[S_ES], 0x10, 3);
-    seg_flat(&c->seg[S_FS], 0x10, 3);
-    seg_flat(&c->seg[S_GS], 0x10, 3);
+    emu_test_seg_flat(&c->seg[S_SS], 0x10, 3, 0);
+    emu_test_seg_flat(&c->seg[S_DS], 0x10, 3, 0);
+    emu_test_seg_flat(&c->seg[S_ES], 0x10, 3, 0);
+    emu_test_seg_flat(&c->seg[S_FS], 0x10, 3, 0);
+    emu_test_seg_flat(&c->seg[S_GS], 0x10, 3, 0);
     c->tr = (struct kvm_segment){
         .base = TSS_BASE, .limit = 0x67, .selector = 0x28, .type = 0xb, .present = 1};
     c->ldt = (struct kvm_segment){.unusable = 1, .type = 2};

@@ -38,6 +38,7 @@
 #include <unicorn/unicorn.h>
 
 #include "accel/emu/cpu.h"
+#include "emu_test.h"
 #include "core/mem.h"
 #include "oracle_forms.h"
 
@@ -269,19 +270,6 @@ static void put64(uint64_t gpa, uint64_t v)
     memcpy(gmem.base + gpa, &v, 8);
 }
 
-static void seg_flat(struct kvm_segment *s, uint16_t sel, uint8_t type, uint64_t base)
-{
-    *s = (struct kvm_segment){.base = base,
-                              .limit = 0xffffffff,
-                              .selector = sel,
-                              .type = type,
-                              .present = 1,
-                              .dpl = 0,
-                              .db = 1,
-                              .s = 1,
-                              .g = 1};
-}
-
 static int tandem_init(void)
 {
     if (gmem_init(&gmem, RAM_SIZE) < 0)
@@ -333,11 +321,11 @@ static int tandem_init(void)
                                           .s = 1,
                                           .l = 1,
                                           .g = 1};
-    seg_flat(&cpu->seg[S_SS], 0x10, 3, 0);
-    seg_flat(&cpu->seg[S_DS], 0x10, 3, 0);
-    seg_flat(&cpu->seg[S_ES], 0x10, 3, 0);
-    seg_flat(&cpu->seg[S_FS], 0x10, 3, FS_BASE);
-    seg_flat(&cpu->seg[S_GS], 0x10, 3, GS_BASE);
+    emu_test_seg_flat(&cpu->seg[S_SS], 0x10, 3, 0);
+    emu_test_seg_flat(&cpu->seg[S_DS], 0x10, 3, 0);
+    emu_test_seg_flat(&cpu->seg[S_ES], 0x10, 3, 0);
+    emu_test_seg_flat(&cpu->seg[S_FS], 0x10, 3, FS_BASE);
+    emu_test_seg_flat(&cpu->seg[S_GS], 0x10, 3, GS_BASE);
     cpu->tr = (struct kvm_segment){
         .base = TSS_BASE, .limit = 0x67, .selector = 0x28, .type = 0xb, .present = 1};
     cpu->ldt = (struct kvm_segment){.unusable = 1, .type = 2};
