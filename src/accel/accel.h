@@ -98,8 +98,8 @@ struct accel_ops {
      * running further guest code, so the saved state is consistent. May be NULL. */
     void (*vcpu_complete_io)(struct vcpu *v);
 
-    /* Complete CPU and chip state (VM paused). set validates nothing: callers check first
-     * with x86_cpu_state_check / x86_vm_state_check. */
+    /* Complete CPU and chip state (VM paused). get receives s zeroed (arch/x86_state.c); set
+     * validates nothing: callers check first with x86_cpu_state_check / x86_vm_state_check. */
     int (*cpu_state_get)(struct vcpu *v, struct x86_cpu_state *s);
     int (*cpu_state_set)(struct vcpu *v, const struct x86_cpu_state *s);
     int (*vm_state_get)(struct vm *vm, struct x86_vm_state *s);

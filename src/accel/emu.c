@@ -32,6 +32,7 @@
 #include "accel/emu_int.h"
 #include "arch/x86_state.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 
@@ -39,21 +40,13 @@
  * batches, kicks within one instruction. */
 #define EMU_BATCH 20000
 
-uint64_t emu_host_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 uint64_t emu_cpu_time_ns(struct emu_cpu *c)
 {
     struct emu_vcpu *ev = emu_vcpu_of(c);
 
     if (c->vm->icount)
         return c->icount + ev->warp_ns;
-    return emu_host_ns() - ev->time_base;
+    return now_ns() - ev->time_base;
 }
 
 void emu_cpu_notify(struct emu_cpu *c)
@@ -172,7 +165,7 @@ static void emu_vcpu_destroy(struct vcpu *v)
     if (!ev)
         return;
     log_debug("emu: vcpu%d retired %llu instructions in %.3f s", v->id,
-              (unsigned long long)ev->cpu.icount, (double)(emu_host_ns() - ev->time_base) / 1e9);
+              (unsigned long long)ev->cpu.icount, (double)(now_ns() - ev->time_base) / 1e9);
     if (x && v->id < x->evm.ncpus)
         x->evm.cpus[v->id] = NULL;
     if (ev->cpu.lapic)
@@ -214,7 +207,7 @@ static int emu_vcpu_init(struct vcpu *v)
     pthread_cond_init(&ev->cond, &ca);
     pthread_condattr_destroy(&ca);
     ev->v = v;
-    ev->time_base = emu_host_ns();
+    ev->time_base = now_ns();
     v->accel_vcpu = ev;
     ev->cpu.id = v->id;
     ev->cpu.mem = &v->vm->mem;
@@ -294,7 +287,7 @@ static void halt_wait(struct emu_vcpu *ev)
 
             if (now >= deadline)
                 break;
-            abs = emu_host_ns() + (deadline - now);
+            abs = now_ns() + (deadline - now);
             ts.tv_sec = (time_t)(abs / 1000000000ull);
             ts.tv_nsec = (long)(abs % 1000000000ull);
             pthread_cond_timedwait(&ev->cond, &ev->lock, &ts);

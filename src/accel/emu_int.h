@@ -42,8 +42,6 @@ static inline struct emu_vcpu *emu_vcpu_of(struct emu_cpu *c)
     return (struct emu_vcpu *)c;
 }
 
-uint64_t emu_host_ns(void);
-
 /* emu_state.c */
 int emu_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s);
 int emu_cpu_state_set(struct vcpu *v, const struct x86_cpu_state *s);

@@ -162,7 +162,6 @@ int kvm_cpu_state_get(struct vcpu *v, struct x86_cpu_state *s)
 {
     int fd = ((struct kvm_vcpu *)v->accel_vcpu)->fd, r;
 
-    memset(s, 0, sizeof(*s));
     r = msrs_probe(v);
     if (r)
         return r;
@@ -225,7 +224,6 @@ int kvm_vm_state_get(struct vm *vm, struct x86_vm_state *s)
 {
     int vmfd = ((struct kvm_vm *)vm->accel_vm)->vm_fd;
 
-    memset(s, 0, sizeof(*s));
     s->pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
     s->pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
     s->ioapic.chip_id = KVM_IRQCHIP_IOAPIC;

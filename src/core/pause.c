@@ -13,18 +13,11 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
 
 #define PAUSE_SPIN_NS 200000ull /* 200 µs */
-
-static uint64_t pause_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 int vm_pause(struct vm *vm)
 {
@@ -38,11 +31,11 @@ int vm_pause(struct vm *vm)
         /* A running vCPU parks within microseconds of its kick (the emulator stops at the next
          * block, KVM at KVM_RUN's return): poll briefly with the lock released rather than
          * sleep on the condition variable, whose wake-up costs more than the wait itself. */
-        uint64_t t0 = pause_now_ns();
+        uint64_t t0 = now_ns();
         pthread_mutex_unlock(&vm->lock);
         while (__atomic_load_n(&vm->nparked, __ATOMIC_ACQUIRE) <
                    __atomic_load_n(&vm->nrunning_threads, __ATOMIC_ACQUIRE) &&
-               pause_now_ns() - t0 < PAUSE_SPIN_NS)
+               now_ns() - t0 < PAUSE_SPIN_NS)
             __builtin_ia32_pause();
         pthread_mutex_lock(&vm->lock);
     }
