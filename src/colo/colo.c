@@ -150,6 +150,21 @@ void colo_request_checkpoint(void)
     pthread_mutex_unlock(&c->lock);
 }
 
+void colo_request_leave(const char *why)
+{
+    struct colo *c = &colo_state;
+
+    colo_cond_once();
+    pthread_mutex_lock(&c->lock);
+    if (c->mode == COLO_MODE_PRIMARY && !c->leave_requested) {
+        c->leave_requested = true;
+        snprintf(c->leave_why, sizeof(c->leave_why), "%s", why);
+        log_warn("colo: primary: leaving COLO: %s", why);
+        pthread_cond_broadcast(&c->cond);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
 void colo_hb_lost(void *opaque, const char *why)
 {
     char err[64];

@@ -72,6 +72,8 @@ struct colo {
     enum colo_mode mode, last_mode;
     enum colo_reason reason;
     bool checkpoint_requested;
+    bool leave_requested; /* primary: colo_request_leave */
+    char leave_why[128];
     bool failover_requested;
     enum colo_reason failover_reason;
     bool applying; /* secondary: a checkpoint is being applied */
@@ -103,6 +105,9 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
 int colo_request_failover(enum colo_reason why, char *err, size_t errlen);
 /* QMP x-colo-checkpoint, or a new x-checkpoint-delay. */
 void colo_request_checkpoint(void);
+/* Primary: replication cannot go on (the disk log cannot take a write): leave COLO at the next
+ * step, telling the secondary to disarm, before another checkpoint is sent. Any thread. */
+void colo_request_leave(const char *why);
 /* Snapshot of the state for query-colo-status (p99 computed here). */
 void colo_query(enum colo_mode *mode, enum colo_mode *last_mode, enum colo_reason *reason,
                 struct colo_stats *st, uint64_t *p99_us, uint64_t *mean_us);

@@ -9,6 +9,14 @@
  *             device state)
  *   badmsg    send an unknown message code instead of the next message (p-before-request)
  *   truncate  send half of the device state, then close the stream (p-mid-devbuf)
+ *   eio       the I/O at that point fails with EIO (s-disk-apply: the secondary's image write;
+ *             p-disk-log: the primary cannot log the write for the secondary)
+ *   inject    p-before-send: a foreign section (a "disk-sync" write) is slipped into the RAM
+ *             segment, whose checksum is then broken: nothing of it may reach the secondary
+ *   baddev    p-before-size: the device buffer ends in a section the secondary cannot load,
+ *             behind a valid checksum (it must be rejected with no device changed)
+ *   sleepMS   only the calling thread sleeps MS milliseconds, then goes on (hb-beat: a stall
+ *             of the heartbeat thread alone; p-handover, s-mid-apply: a slow step)
  * POINT names are listed in fault.c (colo_fault_points). Unknown names are rejected at start.
  */
 #pragma once
@@ -23,6 +31,9 @@ enum colo_fault_action {
     COLO_FAULT_CORRUPT,
     COLO_FAULT_BADMSG,
     COLO_FAULT_TRUNCATE,
+    COLO_FAULT_EIO,
+    COLO_FAULT_INJECT,
+    COLO_FAULT_BADDEV,
 };
 
 /* Called at each protocol point: kills or hangs here, or returns the action the caller must
