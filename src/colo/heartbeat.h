@@ -112,7 +112,8 @@ int heartbeat_handshake(int fd, bool initiator, const struct hb_params *p, int t
 int heartbeat_start(struct heartbeat *hb, int fd, const struct hb_params *p, hb_event_fn fn,
                     void *opaque);
 /* Send LEFT(reason) and wait up to wait_ms for LEFT_ACK: 0 when acknowledged, -ETIMEDOUT, or
- * -ENOTCONN when the heartbeat is not running / its thread has ended. Any thread but the
+ * -ENOTCONN when the heartbeat is not running / its thread has ended (or the send failed).
+ * -ENOBUFS when the peer has read nothing for so long that hb->out is full. Any thread but the
  * heartbeat's own (-EDEADLK there). */
 int heartbeat_leave(struct heartbeat *hb, uint32_t reason, uint64_t wait_ms);
 /* Best effort: tell the peer we took over (sent at once, not waited for). Also after the thread
