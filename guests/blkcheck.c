@@ -34,6 +34,13 @@
  *
  * Then the run resumes at generation D+1 (re-issuing a write that had not landed writes the
  * same bytes), after recording {acked = D, reserve = D + RESERVE_STEP}.
+ *
+ * Big writes (big=K): after every K-th generation g of a run, ONE request writes the big area,
+ * BIG_SECTORS sectors right after the data blocks, each sector {BIG_MAGIC, lba, g, checksum} +
+ * a payload of (seed, lba, g); it is read back, and `big ok tag=g` printed. The superblock
+ * keeps the last acknowledged tag (big). At start, with B = max(superblock.big, bigack=), every
+ * big-area sector is zeros (only if B = 0) or valid with B <= tag <= D (a request this large
+ * may land in part, so sectors may hold different tags).
  */
 
 #define SECTOR       512u
@@ -41,9 +48,12 @@
 #define RESERVE_STEP 256u
 #define READ_BATCH   64u /* sectors per read request while verifying */
 #define ACK_EVERY    64u
+#define BIG_BYTES    (5u << 20) /* one request, more than one COLO log record (4 MiB) */
+#define BIG_SECTORS  (BIG_BYTES / SECTOR)
 
 #define BLOCK_MAGIC 0x6b636568636b6c62ull /* "blkcheck" */
 #define SUPER_MAGIC 0x7265707573636b62ull /* "bkcsuper" */
+#define BIG_MAGIC   0x676962636b636c62ull /* "blckcbig" */
 
 #define VIRTIO_BLK_F_RO    5
 #define VIRTIO_BLK_F_FLUSH 9
@@ -65,7 +75,8 @@ struct superblock {
     uint64_t seed;
     uint64_t acked;
     uint64_t reserve;
-    uint64_t csum;
+    uint64_t csum; /* over the sector with this field 0 */
+    uint64_t big;  /* the last acknowledged big write's tag (0: none; absent on older disks) */
 };
 
 struct blk_req_hdr {
@@ -82,9 +93,11 @@ static uint64_t wbuf[SECTOR / 8];
 static uint64_t rbuf[READ_BATCH * SECTOR / 8];
 static uint64_t disk_gen[MAX_BLOCKS + 1]; /* generation found on the disk, per block */
 static uint64_t want_gen[MAX_BLOCKS + 1]; /* generation the history says, per block */
+static uint64_t bigbuf[BIG_BYTES / 8];
 
 static uint64_t nblocks, seed;
-static int irq_mode; /* irq=1: sleep in rt_wait_irq until a request completes */
+static uint64_t big_acked; /* the superblock's big */
+static int irq_mode;       /* irq=1: sleep in rt_wait_irq until a request completes */
 
 static uint64_t target(uint64_t gen)
 {
@@ -108,13 +121,13 @@ static uint64_t sector_csum(const uint64_t *s, unsigned csum_word)
     return hash_words(copy, SECTOR / 8);
 }
 
-/* The bytes of block lba at generation gen. */
-static void make_block(uint64_t *s, uint64_t lba, uint64_t gen)
+/* The bytes of sector lba at generation gen (magic: a data block's or the big area's). */
+static void make_sector(uint64_t *s, uint64_t magic, uint64_t lba, uint64_t gen)
 {
     struct block_hdr *h = (struct block_hdr *)s;
     uint64_t x = rt_mix64(seed ^ rt_mix64(lba ^ rt_mix64(gen)));
 
-    h->magic = BLOCK_MAGIC;
+    h->magic = magic;
     h->lba = lba;
     h->gen = gen;
     h->csum = 0;
@@ -123,6 +136,11 @@ static void make_block(uint64_t *s, uint64_t lba, uint64_t gen)
         s[i] = rt_mix64(x);
     }
     h->csum = sector_csum(s, 3);
+}
+
+static void make_block(uint64_t *s, uint64_t lba, uint64_t gen)
+{
+    make_sector(s, BLOCK_MAGIC, lba, gen);
 }
 
 /* ---- requests (one at a time) ---- */
@@ -174,8 +192,12 @@ static void write_super(uint64_t acked, uint64_t reserve)
     struct superblock *sb = (struct superblock *)wbuf;
 
     memset(wbuf, 0, sizeof(wbuf));
-    *sb = (struct superblock){
-        .magic = SUPER_MAGIC, .nblocks = nblocks, .seed = seed, .acked = acked, .reserve = reserve};
+    *sb = (struct superblock){.magic = SUPER_MAGIC,
+                              .nblocks = nblocks,
+                              .seed = seed,
+                              .acked = acked,
+                              .reserve = reserve,
+                              .big = big_acked};
     sb->csum = sector_csum(wbuf, 5);
     request(VIRTIO_BLK_T_OUT, 0, wbuf, SECTOR);
 }
@@ -273,9 +295,71 @@ static int read_super(uint64_t *acked, uint64_t *reserve)
     }
     nblocks = sb->nblocks;
     seed = sb->seed;
+    big_acked = sb->big;
     *acked = sb->acked;
     *reserve = sb->reserve;
     return 1;
+}
+
+/* ---- the big area ---- */
+
+/* Check the big area against acknowledged tag b and the newest generation d; returns the
+ * lowest tag found (0: all zeros). */
+static uint64_t verify_big(uint64_t b, uint64_t d)
+{
+    uint64_t first = nblocks + 1, low = 0;
+
+    for (uint64_t lba = first; lba < first + BIG_SECTORS; lba += READ_BATCH) {
+        request(VIRTIO_BLK_T_IN, lba, rbuf, READ_BATCH * SECTOR);
+        for (uint64_t i = 0; i < READ_BATCH; i++) {
+            const uint64_t *s = rbuf + i * (SECTOR / 8);
+            const struct block_hdr *h = (const struct block_hdr *)s;
+            if (all_zero(s)) {
+                if (b) {
+                    rt_printf("CORRUPT big sector %lu: zeros, but big tag=%lu was acknowledged\n",
+                              lba + i, b);
+                    corrupt();
+                }
+                continue;
+            }
+            if (h->magic != BIG_MAGIC || h->csum != sector_csum(s, 3) || h->lba != lba + i ||
+                !h->gen || h->gen < b || h->gen > d) {
+                rt_printf("CORRUPT big sector %lu: magic 0x%lx lba %lu tag %lu (acknowledged %lu, "
+                          "newest gen %lu)\n",
+                          lba + i, h->magic, h->lba, h->gen, b, d);
+                corrupt();
+            }
+            make_sector(wbuf, BIG_MAGIC, lba + i, h->gen);
+            if (memcmp(wbuf, s, SECTOR)) {
+                rt_printf("CORRUPT big sector %lu tag=%lu: payload differs from its tag\n", lba + i,
+                          h->gen);
+                corrupt();
+            }
+            if (!low || h->gen < low)
+                low = h->gen;
+        }
+    }
+    return low;
+}
+
+/* One request of BIG_BYTES tagged gen, then read back. */
+static void big_write(uint64_t gen)
+{
+    uint64_t first = nblocks + 1;
+
+    for (uint64_t i = 0; i < BIG_SECTORS; i++)
+        make_sector(bigbuf + i * (SECTOR / 8), BIG_MAGIC, first + i, gen);
+    request(VIRTIO_BLK_T_OUT, first, bigbuf, BIG_BYTES);
+    for (uint64_t i = 0; i < BIG_SECTORS; i += READ_BATCH) {
+        request(VIRTIO_BLK_T_IN, first + i, rbuf, READ_BATCH * SECTOR);
+        if (memcmp(rbuf, bigbuf + i * (SECTOR / 8), READ_BATCH * SECTOR)) {
+            rt_printf("CORRUPT big write tag=%lu: read back at sector %lu differs\n", gen,
+                      first + i);
+            corrupt();
+        }
+    }
+    big_acked = gen;
+    rt_printf("big ok tag=%lu\n", gen);
 }
 
 /* ---- main ---- */
@@ -304,6 +388,8 @@ int main(void)
     uint64_t writes = rt_arg_u64("writes", 0);
     uint64_t flush = rt_arg_u64("flush", 0);
     uint64_t ack_arg = rt_arg_u64("ack", 0);
+    uint64_t big = rt_arg_u64("big", 0);
+    uint64_t bigack_arg = rt_arg_u64("bigack", 0);
     uint64_t capacity, acked, reserve, d;
     int can_flush;
 
@@ -329,11 +415,20 @@ int main(void)
                   nblocks, nblocks + 1, MAX_BLOCKS, capacity);
         return RT_EXIT_CONFIG;
     }
+    uint64_t bigb = big_acked > bigack_arg ? big_acked : bigack_arg;
+    if ((big || bigb) && nblocks + 1 + BIG_SECTORS > capacity) {
+        rt_printf("blkcheck: big writes need %u sectors after the blocks; the disk has %lu\n",
+                  BIG_SECTORS, capacity);
+        return RT_EXIT_CONFIG;
+    }
     rt_printf("blkcheck start blocks=%lu seed=%lu capacity=%lu %s acked=%lu reserve=%lu ack=%lu\n",
               nblocks, seed, capacity, existing ? "existing" : "blank", acked, reserve, ack_arg);
 
     d = verify(acked > ack_arg ? acked : ack_arg, reserve);
     rt_printf("verify ok blocks=%lu gen=%lu\n", nblocks, d);
+    if (big || bigb)
+        rt_printf("verify big ok tag=%lu\n", verify_big(bigb, d));
+    big_acked = bigb; /* kept in the superblock from now on */
 
     /* Resume after the last generation on the disk. */
     uint64_t gen = d;
@@ -358,6 +453,8 @@ int main(void)
             request(VIRTIO_BLK_T_FLUSH, 0, NULL, 0);
         if (n % ACK_EVERY == 0 || n == writes)
             rt_printf("ack gen=%lu\n", gen);
+        if (big && n % big == 0)
+            big_write(gen);
     }
     if (irq_mode)
         rt_printf("done irqs=%lu\n", rt_irq_count());

@@ -3,6 +3,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,9 +88,27 @@ static uint8_t do_read(struct virtio_blk *b, struct virtio_blk_req *req, uint32_
     return VIRTIO_BLK_S_OK;
 }
 
+/* raw_writev takes at most IOV_MAX buffers at a time; a hook's copy may come in more. */
+static int write_all(struct virtio_blk *b, uint64_t off, const struct iovec *iov, unsigned n)
+{
+    while (n) {
+        unsigned k = n < IOV_MAX ? n : IOV_MAX;
+        int r = raw_writev(&b->disk, off, iov, k);
+        if (r)
+            return r;
+        off += iov_size(iov, k);
+        iov += k;
+        n -= k;
+    }
+    return 0;
+}
+
 static uint8_t do_write(struct virtio_blk *b, struct virtio_blk_req *req)
 {
+    const struct blk_write_hook h = b->write_hook; /* fixed for the request: we hold the lock */
     uint64_t off = req->sector * VIRTIO_BLK_SECTOR;
+    const struct iovec *src = req->out;
+    unsigned nsrc = req->n_out;
     int r;
 
     if (b->readonly) {
@@ -101,7 +120,27 @@ static uint8_t do_write(struct virtio_blk *b, struct virtio_blk_req *req)
                   (unsigned long long)req->out_len, (unsigned long long)req->sector);
         return VIRTIO_BLK_S_IOERR;
     }
-    r = raw_writev(&b->disk, off, req->out, req->n_out);
+    /* Replication first: a write the hook refuses never reaches the image, and one it took is
+     * written from its copy. */
+    if (h.write) {
+        r = h.write(h.opaque, off, req->out, req->n_out, req->out_len);
+        if (r < 0) {
+            log_warn("virtio-blk%u: write hook at sector %llu: %s", b->instance,
+                     (unsigned long long)req->sector, strerror(-r));
+            return VIRTIO_BLK_S_IOERR;
+        }
+        if (h.source) {
+            const struct iovec *copy = NULL;
+            unsigned k = h.source(h.opaque, &copy);
+            if (k) {
+                src = copy;
+                nsrc = k;
+            }
+        }
+    }
+    r = write_all(b, off, src, nsrc);
+    if (h.done)
+        h.done(h.opaque, off, req->out_len, r);
     /* Without FLUSH the driver sees a write-through disk (spec 5.2.6.2): sync every write. */
     if (!r && !virtio_mmio_has_feature(&b->vdev, VIRTIO_BLK_F_FLUSH))
         r = raw_flush(&b->disk);
@@ -109,14 +148,6 @@ static uint8_t do_write(struct virtio_blk *b, struct virtio_blk_req *req)
         log_warn("virtio-blk%u: write at sector %llu: %s", b->instance,
                  (unsigned long long)req->sector, strerror(-r));
         return VIRTIO_BLK_S_IOERR;
-    }
-    if (b->write_hook.write) {
-        r = b->write_hook.write(b->write_hook.opaque, off, req->out, req->n_out, req->out_len);
-        if (r < 0) {
-            log_warn("virtio-blk%u: write hook at sector %llu: %s", b->instance,
-                     (unsigned long long)req->sector, strerror(-r));
-            return VIRTIO_BLK_S_IOERR;
-        }
     }
     b->nwrites++;
     return VIRTIO_BLK_S_OK;

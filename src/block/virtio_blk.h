@@ -44,12 +44,26 @@ struct vm;
 #define VIRTIO_BLK_CFG_LEN      24
 
 /*
- * COLO disk replication hook: called for each accepted write after the local pwritev returned
- * and before the guest can see the completion. iov points into guest RAM and is valid only
- * during the call (copy what must be kept). A negative return fails the request with IOERR.
+ * COLO disk replication hook, run for each accepted write under the device lock.
+ *
+ * write: BEFORE the local write, with the guest's data (iov points into guest RAM and is valid
+ *   only during the call: copy what must be kept). A negative return fails the request with
+ *   IOERR, the image untouched.
+ * source (optional): right after write returned 0: the buffers (n returned, *iov set) holding
+ *   the hook's copy of those very bytes, which the device then writes instead of guest RAM, so
+ *   the local image gets exactly what the hook copied even if the guest changes its buffer
+ *   meanwhile. 0: write from guest RAM.
+ * done (optional): right after the local write (before any flush), with its result (0 or
+ *   -errno), for every write that returned 0; still before the guest can see the completion.
+ *
+ * A checkpoint never falls between write and done: requests run on the main loop under
+ * vm->dev_lock (which a checkpoint holds) or on a vCPU thread inside an MMIO exit (which a
+ * pause waits for).
  */
 struct blk_write_hook {
     int (*write)(void *opaque, uint64_t offset, const struct iovec *iov, unsigned n, uint64_t len);
+    unsigned (*source)(void *opaque, const struct iovec **iov);
+    void (*done)(void *opaque, uint64_t offset, uint64_t len, int result);
     void *opaque;
 };
 

@@ -1,9 +1,25 @@
-/* disk.c: COLO disk replication: hash-driven initial sync and per-epoch write logs. */
+/* disk.c: COLO disk replication: hash-driven initial sync and per-epoch write logs.
+ *
+ * A disk's modes on the primary (all under its lock):
+ *
+ *   idle --sync_begin--> tracking --final sync_send--> logging --stop--> idle
+ *                                     (same critical section)  |
+ *                                              a write not logged: broken (logs dropped,
+ *                                              every close_epoch -ENOSPC) --stop--> idle
+ *
+ * A guest write runs the hook's on_write (log it: before the image), then the image write from
+ * the logged copy, then on_done (mark the chunks for the sync; take the records back out if
+ * the image refused them). Requests of one disk run one at a time under its device lock, and a
+ * checkpoint (vCPUs paused, dev_lock held) never falls inside one (virtio_blk.h), so the
+ * records of the write in flight are the tail of the current epoch's log. d->gen counts the
+ * epochs closed and the switch to logging; on_done checks that none happened meanwhile.
+ */
 #include "colo/disk.h"
 
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,17 +29,20 @@
 #include "block/raw.h"
 #include "block/virtio_blk.h"
 #include "colo/colo.h"
+#include "colo/fault.h"
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/vm.h"
 #include "migration/devstate.h"
+#include "migration/migrate.h"
 #include "migration/section.h"
 #include "migration/stream.h"
+#include "virtio/iov.h"
 
 #define MAX_DISKS     8
 #define REC_END       0
 #define REC_WRITE     1
-#define REC_MAX_LEN   (4u << 20)
+#define REC_MAX_LEN   COLO_DISK_REC_MAX
 #define SYNC_SECTION  0x100 /* section ids: 0x100 + disk (sync), 0x200 + disk (epoch log) */
 #define EPOCH_SECTION 0x200
 
@@ -47,12 +66,24 @@ struct cdisk {
     bool hooked;
     bool tracking;        /* initial sync: mark written chunks */
     bool logging;         /* COLO: log writes per epoch */
+    bool broken;          /* a write went unlogged: no checkpoint may be sent any more */
+    uint64_t log_max;     /* x-colo-disk-log-max, read when logging started */
+    uint64_t gen;         /* epochs closed + the switch to logging */
     unsigned long *dirty; /* chunks to send (initial sync) */
     uint64_t nchunks;
     bool sync_started;
     struct wlog cur, closed;
+    /* The write in flight (between on_write and on_done). */
+    struct {
+        uint64_t gen;
+        struct wrec *prev_tail; /* cur's tail before its records (NULL: cur was empty) */
+        uint64_t bytes;         /* 0: nothing logged */
+        struct iovec *iov;      /* its records, for the device to write from */
+        unsigned n, cap;
+    } pend;
     /* secondary */
     struct wlog staged;
+    uint64_t stage_max;
 };
 
 static struct cdisk disks[MAX_DISKS];
@@ -108,45 +139,183 @@ static uint64_t chunks_of(const struct cdisk *d)
     return (d->blk->disk.size + COLO_DISK_CHUNK - 1) / COLO_DISK_CHUNK;
 }
 
+/* x-colo-disk-log-max of this process's migration (the default in unit tests without one). */
+static uint64_t configured_log_max(void)
+{
+    struct migration *m = colo_state.m;
+    uint64_t v = 0;
+
+    if (m) {
+        pthread_mutex_lock(&m->lock);
+        v = m->params.colo_disk_log_max;
+        pthread_mutex_unlock(&m->lock);
+    }
+    return v ? v : COLO_DISK_LOG_DEFAULT;
+}
+
 /* ---- the write hook (primary) ---- */
 
+static atomic_uint_fast64_t nlogged; /* writes logged since logging began: p-disk-log's N */
+
+/* d->lock held. */
+static void start_logging(struct cdisk *d, uint64_t max)
+{
+    d->logging = true;
+    d->log_max = max;
+    d->gen++;
+}
+
+/* d->lock held. The write is let through unlogged: drop the log (the secondary can no longer
+ * be brought to any state the primary had) and refuse every checkpoint from now on. */
+static void break_replication(struct cdisk *d, char *msg, size_t msglen, const char *why)
+{
+    d->broken = true;
+    wlog_free(&d->cur);
+    snprintf(msg, msglen, "disk%u: %s", d->index, why);
+    log_err("colo: %s: disk replication stopped", msg);
+}
+
+/* Copy the write into records of at most REC_MAX_LEN at the tail of the current log, and list
+ * them in d->pend. d->lock held. 0 or -ENOMEM (nothing appended). */
+static int log_write(struct cdisk *d, uint64_t offset, const struct iovec *iov, unsigned n,
+                     uint64_t len)
+{
+    uint64_t nrec = (len + REC_MAX_LEN - 1) / REC_MAX_LEN;
+    struct wlog l = {0};
+
+    if (nrec > d->pend.cap) {
+        struct iovec *v = realloc(d->pend.iov, nrec * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        d->pend.iov = v;
+        d->pend.cap = (unsigned)nrec;
+    }
+    for (uint64_t done = 0, i = 0; done < len; i++) {
+        uint32_t rlen = len - done < REC_MAX_LEN ? (uint32_t)(len - done) : REC_MAX_LEN;
+        struct wrec *w = malloc(sizeof(*w) + rlen);
+        if (!w) {
+            wlog_free(&l);
+            return -ENOMEM;
+        }
+        iov_to_buf(iov, n, done, w->data, rlen);
+        w->offset = offset + done;
+        w->len = rlen;
+        wlog_append(&l, w);
+        d->pend.iov[i] = (struct iovec){.iov_base = w->data, .iov_len = rlen};
+        done += rlen;
+    }
+    d->pend.prev_tail = d->cur.tail;
+    d->pend.bytes = len;
+    d->pend.n = (unsigned)nrec;
+    if (d->cur.tail)
+        d->cur.tail->next = l.head;
+    else
+        d->cur.head = l.head;
+    d->cur.tail = l.tail;
+    d->cur.bytes += len;
+    return 0;
+}
+
+/* Before the image: log the write. Never fails the guest's write (see disk.h, Limits). */
 static int on_write(void *opaque, uint64_t offset, const struct iovec *iov, unsigned n,
                     uint64_t len)
 {
     struct cdisk *d = opaque;
-    int r = 0;
+    bool early = false;
+    char leave[160] = "";
 
     pthread_mutex_lock(&d->lock);
+    d->pend.gen = d->gen;
+    d->pend.bytes = 0;
+    d->pend.n = 0;
+    if (d->logging && !d->broken && len) {
+        uint64_t soft = d->log_max / 2 < COLO_DISK_LOG_SOFT ? d->log_max / 2 : COLO_DISK_LOG_SOFT;
+        uint64_t k = atomic_fetch_add(&nlogged, 1) + 1;
+        char why[96];
+
+        /* d->cur.bytes <= d->log_max always holds. */
+        if (len > d->log_max - d->cur.bytes) {
+            snprintf(why, sizeof(why),
+                     "a write of %llu bytes would pass x-colo-disk-log-max (%llu)",
+                     (unsigned long long)len, (unsigned long long)d->log_max);
+            break_replication(d, leave, sizeof(leave), why);
+        } else if (colo_fault_point("p-disk-log", k) == COLO_FAULT_EIO) {
+            break_replication(d, leave, sizeof(leave), "cannot log a write (injected EIO)");
+        } else if (log_write(d, offset, iov, n, len)) {
+            break_replication(d, leave, sizeof(leave), "out of memory logging a write");
+        } else {
+            early = d->cur.bytes > soft; /* keep the log (and the next pause) small */
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (leave[0])
+        colo_request_leave(leave);
+    else if (early)
+        colo_request_checkpoint();
+    return 0;
+}
+
+/* The records the device writes from: the bytes the secondary gets are the primary's. */
+static unsigned on_source(void *opaque, const struct iovec **iov)
+{
+    struct cdisk *d = opaque;
+
+    *iov = d->pend.iov;
+    return d->pend.n;
+}
+
+/* d->lock held: take the write in flight back out of the current log. */
+static void unlog_pending(struct cdisk *d)
+{
+    struct wrec *w = d->pend.prev_tail ? d->pend.prev_tail->next : d->cur.head;
+
+    while (w) {
+        struct wrec *next = w->next;
+        free(w);
+        w = next;
+    }
+    if (d->pend.prev_tail)
+        d->pend.prev_tail->next = NULL;
+    else
+        d->cur.head = NULL;
+    d->cur.tail = d->pend.prev_tail;
+    d->cur.bytes -= d->pend.bytes;
+}
+
+/* After the image write (result 0 or -errno). */
+static void on_done(void *opaque, uint64_t offset, uint64_t len, int result)
+{
+    struct cdisk *d = opaque;
+    char leave[160] = "";
+
+    pthread_mutex_lock(&d->lock);
+    /* Marked after the write landed, so a sync pass that already read the chunk sends it
+     * again (a failed write may have landed in part: marked too). */
     if (d->tracking && len) {
         for (uint64_t c = offset / COLO_DISK_CHUNK;
              c <= (offset + len - 1) / COLO_DISK_CHUNK && c < d->nchunks; c++)
             bitmap_set(d->dirty, c);
     }
-    if (d->logging && len) {
-        struct wrec *w;
-        if (len > REC_MAX_LEN || d->cur.bytes + len > COLO_DISK_LOG_HARD ||
-            !(w = malloc(sizeof(*w) + len))) {
-            r = -ENOSPC;
-        } else {
-            size_t off = 0;
-            for (unsigned i = 0; i < n; i++) {
-                memcpy(w->data + off, iov[i].iov_base, iov[i].iov_len);
-                off += iov[i].iov_len;
-            }
-            w->offset = offset;
-            w->len = (uint32_t)len;
-            wlog_append(&d->cur, w);
-            if (d->cur.bytes > COLO_DISK_LOG_SOFT)
-                colo_request_checkpoint(); /* keep the log (and the next pause) small */
-        }
+    if (d->gen != d->pend.gen) {
+        /* An epoch closed (or logging began) inside a request: impossible by the locking
+         * described in virtio_blk.h. Whether the write counts for the old or the new epoch is
+         * unknown now, so replication stops rather than guess. */
+        if (!d->broken)
+            break_replication(d, leave, sizeof(leave), "a checkpoint fell inside a write");
+    } else if (result && d->pend.bytes) {
+        unlog_pending(d); /* the guest gets IOERR; the secondary must not get the data */
     }
+    d->pend.bytes = 0;
+    d->pend.n = 0;
     pthread_mutex_unlock(&d->lock);
-    return r;
+    if (leave[0])
+        colo_request_leave(leave);
 }
 
 static void hook(struct cdisk *d, bool on)
 {
-    struct blk_write_hook h = {.write = on_write, .opaque = d};
+    struct blk_write_hook h = {
+        .write = on_write, .source = on_source, .done = on_done, .opaque = d};
 
     virtio_blk_set_write_hook(d->blk, on ? &h : NULL);
     d->hooked = on;
@@ -284,6 +453,7 @@ int colo_disk_sync_begin(struct vm *vm, struct stream_reader *rp, char *err, siz
 
 int colo_disk_sync_send(struct vm *vm, struct stream_writer *sw, bool final)
 {
+    uint64_t max = final ? configured_log_max() : 0;
     uint8_t *buf = malloc(COLO_DISK_CHUNK);
 
     if (!buf)
@@ -321,11 +491,16 @@ int colo_disk_sync_send(struct vm *vm, struct stream_writer *sw, bool final)
         sw_put_u8(sw, REC_END);
         stream_put_section_footer(sw, SYNC_SECTION + i);
         if (final) {
+            /* The hand-over: from tracking straight to logging epoch 1, in one critical
+             * section, so a write served after this (dev_lock is released before COLO starts)
+             * is logged, and none before it is missed by the sync. */
             pthread_mutex_lock(&d->lock);
             d->tracking = false;
-            pthread_mutex_unlock(&d->lock);
             free(d->dirty);
             d->dirty = NULL;
+            if (!d->logging)
+                start_logging(d, max);
+            pthread_mutex_unlock(&d->lock);
         }
     }
     free(buf);
@@ -334,33 +509,51 @@ int colo_disk_sync_send(struct vm *vm, struct stream_writer *sw, bool final)
 
 void colo_disk_epochs_begin(struct vm *vm)
 {
+    uint64_t max = configured_log_max();
+
     scan(vm);
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
         pthread_mutex_lock(&d->lock);
-        d->logging = true;
+        if (!d->logging)
+            start_logging(d, max);
         pthread_mutex_unlock(&d->lock);
         if (!d->hooked)
             hook(d, true);
     }
 }
 
-void colo_disk_close_epoch(struct vm *vm)
+int colo_disk_close_epoch(struct vm *vm)
 {
+    int r = 0;
+
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
         pthread_mutex_lock(&d->lock);
         wlog_free(&d->closed);
         d->closed = d->cur;
         memset(&d->cur, 0, sizeof(d->cur));
+        d->gen++;
+        if (d->broken)
+            r = -ENOSPC;
         pthread_mutex_unlock(&d->lock);
     }
+    return r;
 }
 
 int colo_disk_save_epoch(struct vm *vm, struct stream_writer *sw)
 {
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
+        bool broken;
+
+        pthread_mutex_lock(&d->lock);
+        broken = d->broken;
+        pthread_mutex_unlock(&d->lock);
+        if (broken) {
+            sw_fail(sw, -ENOSPC, "disk%u: a guest write was not replicated", i);
+            break;
+        }
         /* START and END: one complete section per checkpoint (the loader wants it closed). */
         stream_put_section_header(sw, STREAM_TAG_SECTION_START, EPOCH_SECTION + i, "disk", i, 1);
         for (struct wrec *w = d->closed.head; w; w = w->next) {
@@ -385,16 +578,20 @@ void colo_disk_stop(struct vm *vm)
 {
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
+        /* Unhooking waits for a request in flight (device lock): nothing uses d->pend after. */
         if (d->hooked)
             hook(d, false);
         pthread_mutex_lock(&d->lock);
-        d->tracking = d->logging = false;
+        d->tracking = d->logging = d->broken = false;
         wlog_free(&d->cur);
         wlog_free(&d->closed);
         free(d->dirty);
         d->dirty = NULL;
+        free(d->pend.iov);
+        memset(&d->pend, 0, sizeof(d->pend));
         pthread_mutex_unlock(&d->lock);
     }
+    atomic_store(&nlogged, 0);
 }
 
 /* ---- loading (secondary) ---- */
@@ -422,6 +619,12 @@ static int load_records(struct stream_reader *sr, struct cdisk *d, bool stage)
             off > d->blk->disk.size || len > d->blk->disk.size - off) {
             sr_fail(sr, -EBADMSG, "disk%u: bad record (tag %u, offset %llu, length %u)", d->index,
                     tag, (unsigned long long)off, len);
+            break;
+        }
+        if (stage && (d->staged.bytes > d->stage_max || len > d->stage_max - d->staged.bytes)) {
+            sr_fail(sr, -EFBIG,
+                    "disk%u: the checkpoint's disk writes pass x-colo-disk-log-max (%llu bytes)",
+                    d->index, (unsigned long long)d->stage_max);
             break;
         }
         if (stage) {
@@ -462,7 +665,12 @@ static int load_sync(struct stream_reader *sr, void *opaque, enum stream_tag typ
 
 static int load_epoch(struct stream_reader *sr, void *opaque, enum stream_tag type, uint32_t v)
 {
-    return load_records(sr, opaque, true);
+    struct cdisk *d = opaque;
+
+    /* The bound on what one checkpoint may stage, read as each checkpoint's log begins. */
+    if (type == STREAM_TAG_SECTION_START || !d->stage_max)
+        d->stage_max = configured_log_max();
+    return load_records(sr, d, true);
 }
 
 static const struct stream_iter_ops sync_ops = {
@@ -493,15 +701,26 @@ void colo_disk_discard(struct vm *vm)
         wlog_free(&disks[i].staged);
 }
 
-int colo_disk_apply(struct vm *vm)
+int colo_disk_apply(struct vm *vm, uint64_t n)
 {
+    unsigned k = 0;
+
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
         bool any = d->staged.head != NULL;
-        for (struct wrec *w = d->staged.head; w; w = w->next) {
-            if (pwrite(d->blk->disk.fd, w->data, w->len, (off_t)w->offset) != (ssize_t)w->len) {
-                log_err("colo: disk%u: applying a write: %s", i, strerror(errno));
-                return -EIO;
+        for (struct wrec *w = d->staged.head; w; w = w->next, k++) {
+            struct iovec v = {.iov_base = w->data, .iov_len = w->len};
+            int r;
+            /* Between the first and the second write: a failure here tears the image. */
+            if (k == 1 && colo_fault_point("s-disk-apply", n) == COLO_FAULT_EIO)
+                r = -EIO;
+            else
+                r = raw_writev(&d->blk->disk, w->offset, &v, 1);
+            if (r) {
+                log_err("colo: disk%u: checkpoint %llu: staged write %u (%u bytes at %llu): %s%s",
+                        i, (unsigned long long)n, k, w->len, (unsigned long long)w->offset,
+                        strerror(-r), k ? "; the image is torn" : "");
+                return r;
             }
         }
         wlog_free(&d->staged);

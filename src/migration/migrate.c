@@ -59,6 +59,7 @@ void migration_init(struct migration *m, struct vm *vm, struct loop *loop)
     m->params.checkpoint_delay_ms = 100;
     m->params.heartbeat_interval_ms = 50;
     m->params.heartbeat_timeout_ms = 300;
+    m->params.colo_disk_log_max = 1024ULL << 20;
     m->stats.total = vm->mem.size;
 }
 

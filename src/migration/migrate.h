@@ -51,6 +51,7 @@ struct mig_params {
     uint64_t checkpoint_delay_ms;   /* x-checkpoint-delay */
     uint64_t heartbeat_interval_ms; /* x-heartbeat-interval (tandem) */
     uint64_t heartbeat_timeout_ms;  /* x-heartbeat-timeout (tandem) */
+    uint64_t colo_disk_log_max;     /* x-colo-disk-log-max (tandem): bytes per disk and epoch */
 };
 
 struct mig_caps {
