@@ -30,6 +30,7 @@
 #include "qmp/cmds_accel.h"
 #include "colo/colo.h"
 #include "colo/fault.h"
+#include "qmp/cmds_net.h"
 #include "qmp/cmds_vm.h"
 #include "qmp/server.h"
 #include "virtio/virtio_mmio.h"
@@ -368,7 +369,8 @@ int run_main(int argc, char **argv)
             goto out_vm;
         }
         if (qmp_register_vm_commands(m->qmp, &m->vm) < 0 ||
-            qmp_register_accel_commands(m->qmp, &m->vm) < 0)
+            qmp_register_accel_commands(m->qmp, &m->vm) < 0 ||
+            qmp_register_net_commands(m->qmp, &m->vm) < 0)
             goto out_qmp;
         qmp_attach_vm_events(m->qmp, &m->vm);
         if (qmp_register_migration_commands(m->qmp, &m->mig) < 0 ||
