@@ -13,10 +13,13 @@
 #include "colo/colo.h"
 
 #include <errno.h>
+#include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "colo/colo_int.h"
@@ -111,32 +114,68 @@ void colo_wake_stream(struct colo *c)
         shutdown(c->fd, SHUT_RDWR);
 }
 
-int colo_request_failover(enum colo_reason why, char *err, size_t errlen)
+/* Record the last decision (c->lock held) and log it. */
+void colo_decide(struct colo *c, const char *fmt, ...)
 {
-    struct colo *c = &colo_state;
+    va_list ap;
 
-    colo_cond_once();
-    pthread_mutex_lock(&c->lock);
+    va_start(ap, fmt);
+    vsnprintf(c->decision, sizeof(c->decision), fmt, ap);
+    va_end(ap);
+    log_warn("colo: %s", c->decision);
+}
+
+/* c->lock held. */
+static int request_failover_locked(struct colo *c, enum colo_reason why, bool force, char *err,
+                                   size_t errlen)
+{
     if (c->mode == COLO_MODE_NONE) {
-        pthread_mutex_unlock(&c->lock);
         snprintf(err, errlen, "VM is not in COLO mode");
         return -EINVAL;
     }
+    if (c->mode == COLO_MODE_SECONDARY && c->unusable) {
+        snprintf(err, errlen,
+                 "the standby is unusable: checkpoint %llu was applied only in part, so it "
+                 "holds no consistent state to take over from",
+                 (unsigned long long)c->last_good + 1);
+        return -EPERM;
+    }
+    if (c->mode == COLO_MODE_SECONDARY && !c->armed && !force) {
+        snprintf(err, errlen,
+                 "the secondary is disarmed (%s): its state (checkpoint %llu) is older than "
+                 "what the primary ran since; pass force=true to take over from it anyway",
+                 c->decision[0] ? c->decision : "it left COLO", (unsigned long long)c->last_good);
+        return -EPERM;
+    }
     if (c->failover_requested) {
-        pthread_mutex_unlock(&c->lock);
         snprintf(err, errlen, "failover is already in progress");
         return -EBUSY;
     }
     c->failover_requested = true;
     c->failover_reason = why;
+    c->force = force;
     c->failover_started_ns = now_ns();
     /* The relaunch rule: an apply in progress finishes first. The stream is cut only after it,
      * so the apply never sees a half checkpoint; a transfer in progress is abandoned. */
     if (!c->applying)
         colo_wake_stream(c);
     pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->lock);
     return 0;
+}
+
+int colo_request_failover(enum colo_reason why, bool force, char *err, size_t errlen)
+{
+    struct colo *c = &colo_state;
+    int r;
+
+    colo_cond_once();
+    pthread_mutex_lock(&c->lock);
+    r = request_failover_locked(c, why, force, err, errlen);
+    if (!r && force && c->mode == COLO_MODE_SECONDARY && !c->armed)
+        colo_decide(c, "operator forced a takeover from checkpoint %llu",
+                    (unsigned long long)c->last_good);
+    pthread_mutex_unlock(&c->lock);
+    return r;
 }
 
 void colo_request_checkpoint(void)
@@ -165,13 +204,103 @@ void colo_request_leave(const char *why)
     pthread_mutex_unlock(&c->lock);
 }
 
-void colo_hb_lost(void *opaque, const char *why)
+/* The heartbeat's events (on its thread): the failover policy of docs/colo.md. */
+void colo_hb_event(void *opaque, enum hb_event ev, const char *why)
 {
-    char err[64];
+    struct colo *c = opaque;
+    char err[160];
+    bool secondary;
 
-    (void)opaque;
-    log_warn("colo: %s: failing over", why);
-    colo_request_failover(COLO_REASON_ERROR, err, sizeof(err));
+    pthread_mutex_lock(&c->lock);
+    secondary = c->mode == COLO_MODE_SECONDARY;
+    switch (ev) {
+    case HB_EV_PEER_LEFT:
+        c->peer_left = true;
+        if (secondary && c->armed) {
+            c->armed = false;
+            colo_decide(c,
+                        "the primary left COLO and runs on alone (%s): disarmed, this standby "
+                        "(checkpoint %llu) will not take over by itself",
+                        why, (unsigned long long)c->last_good);
+        }
+        /* The checkpoint loop ends (after an apply in progress): no more checkpoints come. */
+        if (!c->applying)
+            colo_wake_stream(c);
+        break;
+    case HB_EV_TOOK_OVER:
+        c->peer_took_over = c->hb_ended = true;
+        break;
+    case HB_EV_SELF_STALLED:
+        /* Not an end: what the peer did meanwhile was read first, and it gets a fresh
+         * timeout (heartbeat.h); the heartbeat logged it. */
+        pthread_mutex_unlock(&c->lock);
+        return;
+    case HB_EV_LOST:
+        c->hb_ended = true;
+        break;
+    }
+    if (ev != HB_EV_PEER_LEFT && c->mode != COLO_MODE_NONE && !c->failover_requested) {
+        if (secondary && (!c->armed || c->unusable))
+            /* The decision that disarmed us stays the one query-colo-status shows. */
+            log_warn("colo: the primary is lost (%s), but this standby is %s: not taking over", why,
+                     c->unusable ? "unusable" : "disarmed");
+        else if (!request_failover_locked(c, COLO_REASON_ERROR, false, err, sizeof(err)))
+            log_warn("colo: peer lost (%s): %s", why, secondary ? "taking over" : "leaving COLO");
+    }
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+int colo_run_fence(struct colo *c, const char *role)
+{
+    char rolevar[40], sh[] = "/bin/sh", dash_c[] = "-c", **envp;
+    char *argv[] = {sh, dash_c, (char *)c->fence_cmd, NULL};
+    size_t n = 0;
+    pid_t pid;
+    int st, r;
+
+    while (environ[n])
+        n++;
+    envp = calloc(n + 2, sizeof(*envp));
+    if (!envp)
+        return -ENOMEM;
+    snprintf(rolevar, sizeof(rolevar), "TANDEM_COLO_ROLE=%s", role);
+    envp[0] = rolevar;
+    for (size_t i = 0, j = 1; i < n; i++)
+        if (strncmp(environ[i], "TANDEM_COLO_ROLE=", 17))
+            envp[j++] = environ[i];
+    log_warn("colo: %s: running the fence command: %s", role, c->fence_cmd);
+    r = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, envp);
+    free(envp);
+    if (r) {
+        log_err("colo: cannot run the fence command: %s", strerror(r));
+        return -r;
+    }
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        log_err("colo: the fence command failed (%s %d)", WIFEXITED(st) ? "exit" : "signal",
+                WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        return -EPERM;
+    }
+    log_warn("colo: %s: the fence command succeeded", role);
+    return 0;
+}
+
+void colo_query_policy(struct colo_policy_state *ps)
+{
+    struct colo *c = &colo_state;
+
+    colo_cond_once();
+    pthread_mutex_lock(&c->lock);
+    ps->armed = c->mode == COLO_MODE_SECONDARY && c->armed && !c->unusable;
+    ps->unusable = c->unusable;
+    ps->fenced = c->fenced;
+    ps->last_good = c->last_good;
+    memcpy(ps->decision, c->decision, sizeof(ps->decision));
+    pthread_mutex_unlock(&c->lock);
 }
 
 bool colo_failover_pending(struct colo *c)

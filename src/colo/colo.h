@@ -53,15 +53,7 @@ struct colo_stats {
     uint64_t last_failover_unix_ms; /* wall clock of the last failover, 0 = none */
     uint64_t last_failover_ms;      /* loss detected -> guest running again */
     uint64_t errors;
-};
-
-/* Things that live outside the COLO engine and must act at failover or per epoch. */
-struct colo_hooks {
-    void *opaque;
-    /* Secondary takeover: connect the NIC to its tap, announce the MAC, commit the disk. */
-    void (*takeover)(void *opaque);
-    /* Disk replication, primary: the epoch of writes that checkpoint `epoch` covers closed. */
-    int (*disk_checkpoint)(void *opaque, uint64_t epoch);
+    uint64_t discarded_frames; /* primary: held output dropped because the secondary lacked it */
 };
 
 struct colo {
@@ -84,8 +76,20 @@ struct colo {
     unsigned nouts;
     struct serial_state *console; /* held console output (primary) */
     struct colo_outbuf console_out;
-    struct colo_hooks hooks;
-    const char *fence_cmd; /* run (and must succeed) before a secondary takes over */
+    /* Run (sh -c, TANDEM_COLO_ROLE=primary|secondary in its environment) and must succeed
+     * before a secondary takes over, or before a primary that lost its secondary goes on. */
+    const char *fence_cmd;
+    /* The failover policy's state (docs/colo.md, "Failover policy"). */
+    bool armed;           /* secondary: takes over by itself when the primary is lost */
+    bool unusable;        /* secondary: a checkpoint was applied only in part: never takes over */
+    bool force;           /* the pending failover was forced by an operator */
+    bool peer_left;       /* the peer said it left COLO (heartbeat LEFT) */
+    bool peer_took_over;  /* primary: the secondary said it took over */
+    bool hb_ended;        /* the heartbeat thread reported its last event */
+    bool fenced;          /* primary: paused for good, its partner may serve */
+    uint64_t last_good;   /* secondary: the last checkpoint applied whole */
+    char decision[224];   /* the last failover decision and why (query-colo-status) */
+    struct hb_params hbp; /* this session's heartbeat settings and token, from the stream */
     /* Main-loop notification: COLO_EXIT. */
     void (*exit_event)(void *opaque, enum colo_mode mode, enum colo_reason reason);
     void *event_opaque;
@@ -101,8 +105,9 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
 int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
                        struct stream_loader *ld, struct devstate *ds);
 
-/* QMP x-colo-lost-heartbeat (reason request) and the heartbeat (reason error). */
-int colo_request_failover(enum colo_reason why, char *err, size_t errlen);
+/* QMP x-colo-lost-heartbeat (reason request; force takes over from a disarmed standby) and the
+ * heartbeat (reason error). */
+int colo_request_failover(enum colo_reason why, bool force, char *err, size_t errlen);
 /* QMP x-colo-checkpoint, or a new x-checkpoint-delay. */
 void colo_request_checkpoint(void);
 /* Primary: replication cannot go on (the disk log cannot take a write): leave COLO at the next
@@ -111,3 +116,10 @@ void colo_request_leave(const char *why);
 /* Snapshot of the state for query-colo-status (p99 computed here). */
 void colo_query(enum colo_mode *mode, enum colo_mode *last_mode, enum colo_reason *reason,
                 struct colo_stats *st, uint64_t *p99_us, uint64_t *mean_us);
+/* The failover policy's state, for query-colo-status. */
+struct colo_policy_state {
+    bool armed, unusable, fenced;
+    uint64_t last_good;
+    char decision[224];
+};
+void colo_query_policy(struct colo_policy_state *ps);

@@ -6,9 +6,14 @@
 
 #include "colo/colo.h"
 
-#define RAM_SECTION_ID     1
-#define COLO_IO_TIMEOUT_MS 5000 /* backstop; the heartbeat finds a hung peer much sooner */
-#define COLO_DEVBUF_MAX    (256u << 20)
+#define RAM_SECTION_ID 1
+/* Stream timeouts (x-colo-io-timeout, default 5 s) are per wait (no byte moved for that long),
+ * so a long transfer that makes progress never times out; the wait for vmstate-received and
+ * -loaded grows with the checkpoint (primary.c). The heartbeat finds a hung peer much sooner. */
+#define COLO_DEVBUF_MAX (256u << 20)
+/* The primary's checkpoint buffer holds at most x-colo-buffer-max of dirty RAM (default 256
+ * MiB); a larger dirty set is sent straight from guest RAM while the guest stays paused
+ * (docs/colo.md, "Limits"). */
 #define COLO_START_TIMEOUT 10000
 
 /* Wall-clock microseconds, for logs that are compared with packet captures (and the
@@ -19,8 +24,12 @@ unsigned long long colo_unix_us(void);
 bool colo_cond_wait_until(struct colo *c, uint64_t due_ns);
 /* Unblock a send or receive stuck on the stream (caller holds c->lock). */
 void colo_wake_stream(struct colo *c);
-/* The heartbeat's loss callback: a failover with reason error. */
-void colo_hb_lost(void *opaque, const char *why);
+/* The heartbeat's events: disarm on LEFT, fail over (or leave COLO) on a loss. */
+void colo_hb_event(void *opaque, enum hb_event ev, const char *why);
+/* Record the last failover decision (c->lock held) and log it. */
+void colo_decide(struct colo *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Run c->fence_cmd with TANDEM_COLO_ROLE=role: 0 when it exits 0 (we won), else < 0. */
+int colo_run_fence(struct colo *c, const char *role);
 bool colo_failover_pending(struct colo *c);
 /* COLO_EXIT on the main loop. */
 void colo_report_exit(struct colo *c, enum colo_mode mode, enum colo_reason reason);

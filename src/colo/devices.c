@@ -54,6 +54,20 @@ void colo_devices_release(struct colo *c, uint64_t epoch)
         colo_outbuf_release(&c->console_out, epoch);
 }
 
+uint64_t colo_devices_discard(struct colo *c)
+{
+    uint64_t n = 0;
+
+    for (unsigned i = 0; i < c->nouts; i++) {
+        uint64_t before = c->outbuf[i].discarded_total;
+        colo_outbuf_discard(&c->outbuf[i]);
+        n += c->outbuf[i].discarded_total - before;
+    }
+    if (c->console)
+        colo_outbuf_discard(&c->console_out);
+    return n;
+}
+
 void colo_devices_primary_stop(struct colo *c, struct vm *vm)
 {
     for (uint32_t i = 0; i < c->nouts; i++) {

@@ -16,6 +16,9 @@ void colo_devices_close_epoch(struct colo *c);
 void colo_devices_release(struct colo *c, uint64_t epoch);
 /* Primary leaving COLO: release everything held, restore direct transmit. */
 void colo_devices_primary_stop(struct colo *c, struct vm *vm);
+/* Primary losing its secondary: drop every held frame and console byte (the secondary never
+ * had the state that made them); returns how many frames were dropped. Still holding after. */
+uint64_t colo_devices_discard(struct colo *c);
 /* Secondary: no device work (tap RX, queue kicks) may touch the standby VM between checkpoints. */
 void colo_devices_secondary_start(struct vm *vm);
 /* Secondary takeover: devices run again, and each NIC announces its MAC (RARP, as QEMU's

@@ -41,8 +41,8 @@ enum action {
     ACT_SLEEP
 };
 
-static const char *const action_names[] = {"kill",  "hang",   "corrupt", "badmsg", "truncate",
-                                           "eio",   "inject", "baddev",  "sleep"};
+static const char *const action_names[] = {"kill", "hang",   "corrupt", "badmsg", "truncate",
+                                           "eio",  "inject", "baddev",  "sleep"};
 
 struct fault {
     char point[32];
@@ -128,6 +128,8 @@ enum colo_fault_action colo_fault_point(const char *point, uint64_t checkpoint)
                                   .tv_nsec = (long)(faults[i].sleep_ms % 1000) * 1000000L};
             while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
             }
+            log_warn("colo: fault injection: woke at %s of checkpoint %llu", point,
+                     (unsigned long long)checkpoint);
             return COLO_FAULT_NONE;
         }
         case ACT_HANG:

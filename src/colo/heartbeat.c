@@ -493,13 +493,21 @@ static void *hb_thread(void *arg)
         }
         /* A LEFT answers the question a stall raises: the peer goes on alone, it will not
          * take over from us. */
-        if (!left_now && now - last_beat > to) {
+        if (!left_now && now - last_beat > to && !rx.dead && !rx.broken) {
+            /* We were not looking for longer than the peer waits. What it did meanwhile is in
+             * the socket and was read above: a TAKEOVER or LEFT would have been judged first.
+             * Its silence during our stall says nothing (the whole host may have stalled):
+             * it gets a fresh timeout from now. */
             snprintf(why, sizeof(why),
                      "our own heartbeat stopped for %llu ms (this thread or process was frozen): "
-                     "the peer may have declared us lost",
+                     "the peer gets a fresh timeout",
                      (unsigned long long)(now - last_beat));
-            report_end(hb, HB_EV_SELF_STALLED, why);
-            break;
+            log_warn("colo: heartbeat: %s", why);
+            if (!atomic_load(&hb->stop))
+                hb->fn(hb->opaque, HB_EV_SELF_STALLED, why);
+            last_beat = now;
+            if (rx.last_rx < now)
+                rx.last_rx = now;
         }
         if (rx.dead || rx.broken) {
             report_end(hb, HB_EV_LOST, rx.why);
@@ -623,6 +631,13 @@ int heartbeat_leave(struct heartbeat *hb, uint32_t reason, uint64_t wait_ms)
 
     hb_once(hb);
     pthread_mutex_lock(&hb->lock);
+    if (atomic_load(&hb->state) == HB_ENDED) {
+        /* No thread reads an ACK any more, but the connection may still carry the LEFT to a
+         * peer that is only frozen: it reads it first when it thaws (closed gently). */
+        out_msg(hb, HB_MAGIC_LEFT, reason);
+        r = -ENOTCONN;
+        goto out;
+    }
     if (atomic_load(&hb->state) != HB_RUNNING) {
         r = -ENOTCONN;
         goto out;

@@ -72,9 +72,10 @@ enum hb_event {
                         keeps beating */
     HB_EV_TOOK_OVER, /* peer sent TAKEOVER: it runs the VM now; thread ends */
     HB_EV_SELF_STALLED, /* our own beats stopped for longer than timeout_ms (this thread or process
-                           was frozen): the peer may have declared us lost. Only after draining what
-                           the peer sent meanwhile (a queued LEFT or TAKEOVER is reported instead);
-                           thread ends */
+                           was frozen): the peer may have judged us lost. Reported after draining
+                           what the peer sent meanwhile (a queued LEFT or TAKEOVER is judged
+                           first). Not an end: the peer's silence during our stall proves nothing
+                           (the host may have stalled), so it gets a fresh timeout from now */
 };
 
 /* Runs on the heartbeat thread. why is a sentence for the log, valid during the call only. */
@@ -112,7 +113,8 @@ int heartbeat_handshake(int fd, bool initiator, const struct hb_params *p, int t
 int heartbeat_start(struct heartbeat *hb, int fd, const struct hb_params *p, hb_event_fn fn,
                     void *opaque);
 /* Send LEFT(reason) and wait up to wait_ms for LEFT_ACK: 0 when acknowledged, -ETIMEDOUT, or
- * -ENOTCONN when the heartbeat is not running / its thread has ended (or the send failed).
+ * -ENOTCONN when the heartbeat is not running / its thread has ended (or the send failed). After
+ * the thread ended the LEFT is still queued on the open connection (for a frozen peer).
  * -ENOBUFS when the peer has read nothing for so long that hb->out is full. Any thread but the
  * heartbeat's own (-EDEADLK there). */
 int heartbeat_leave(struct heartbeat *hb, uint32_t reason, uint64_t wait_ms);

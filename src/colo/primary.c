@@ -2,14 +2,18 @@
  *
  *   request -> reply -> pause -> dirty RAM and device state into local buffers -> resume
  *   -> send (RAM segment), size + device buffer -> received: release epoch N output -> loaded
+ * A dirty set over x-colo-buffer-max is sent from guest RAM with the guest paused instead. Out
+ * of the loop, primary_leave applies the failover policy (docs/colo.md).
  */
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "colo/colo_int.h"
+#include "colo/craft.h"
 #include "colo/devices.h"
 #include "colo/disk.h"
 #include "colo/fault.h"
@@ -31,7 +35,9 @@ struct primary {
     struct ram_source src;
     struct devstate *ds;
     unsigned long *dirty;
-    uint64_t n; /* checkpoint number */
+    uint64_t n;          /* checkpoint number */
+    int io_timeout_ms;   /* x-colo-io-timeout: every stream wait; the base of the apply wait */
+    uint64_t buffer_max; /* x-colo-buffer-max: dirty RAM the checkpoint buffer may hold */
 };
 
 /* Send buf in two halves with a fault point between them. */
@@ -48,14 +54,35 @@ static int send_split(struct stream_writer *sw, const uint8_t *buf, size_t len, 
     return sw_flush(sw);
 }
 
+/* The RAM segment: dirty pages, then the closed epoch's disk writes, then EOF (checksum). */
+static void put_ram_segment(struct primary *p, struct stream_writer *w)
+{
+    ram_save_open(w, STREAM_TAG_SECTION_START, RAM_SECTION_ID, "ram", 0, &p->src);
+    ram_send_bitmap(w, &p->src, p->dirty, p->src.ram_size / PAGE_SIZE, NULL, NULL, NULL);
+    ram_save_close(w, RAM_SECTION_ID, RAM_END_ROUND);
+    ram_save_open(w, STREAM_TAG_SECTION_END, RAM_SECTION_ID, "ram", 0, &p->src);
+    ram_save_close(w, RAM_SECTION_ID, 0);
+    colo_disk_save_epoch(p->vm, w); /* the epoch's disk writes travel with its RAM */
+}
+
+/* How long vmstate-received and -loaded may take: x-colo-io-timeout plus the secondary's work
+ * for this many bytes (staging, copying, writing the disk and syncing it) at a slow 16 MiB/s. */
+static int loaded_timeout_ms(const struct primary *p, size_t bytes)
+{
+    uint64_t ms = (uint64_t)p->io_timeout_ms + (uint64_t)bytes / (16u << 10);
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
 static int primary_checkpoint(struct primary *p)
 {
     struct colo *c = p->c;
-    uint64_t t0, t1, t2, t3, pause_us, epoch, dirty_pages;
-    const uint8_t *ram, *dev;
-    size_t ramlen, devlen;
+    uint64_t t0, t1, t2, pause_us = 0, epoch, dirty_pages;
+    enum colo_fault_action ram_fault = COLO_FAULT_NONE, dev_fault;
+    const uint8_t *ram = NULL, *dev;
+    size_t ramlen = 0, devlen;
+    bool direct;
     long harvested;
-    int r;
+    int r, rd;
 
     p->n++;
     if (colo_fault_point("p-before-request", p->n) == COLO_FAULT_BADMSG) {
@@ -80,57 +107,85 @@ static int primary_checkpoint(struct primary *p)
     colo_fault_point("p-paused", p->n);
     harvested = vm_dirty_harvest(p->vm, p->dirty);
     dirty_pages = harvested > 0 ? (uint64_t)harvested : 0;
-    t2 = now_ns();
-    sw_buf_reset(&p->rambuf);
-    ram_save_open(&p->rambuf, STREAM_TAG_SECTION_START, RAM_SECTION_ID, "ram", 0, &p->src);
-    ram_send_bitmap(&p->rambuf, &p->src, p->dirty, p->src.ram_size / PAGE_SIZE, NULL, NULL, NULL);
-    t3 = now_ns();
+    /* A dirty set beyond the buffer's limit goes straight from guest RAM to the socket, with
+     * the guest paused until it is sent (QEMU's way): the buffer never grows past the limit. */
+    direct = dirty_pages * PAGE_SIZE > p->buffer_max;
     r = harvested < 0 ? (int)harvested : devstate_capture(p->ds);
     sw_buf_reset(&p->devbuf);
     if (!r)
         devstate_save(p->ds, &p->devbuf);
     epoch = p->n;
     colo_devices_close_epoch(c);
-    colo_disk_close_epoch(p->vm);
-    pthread_mutex_unlock(&p->vm->dev_lock);
-    /* The pause ends when the vCPUs are released (the resumed vCPU may preempt us at once). */
-    pause_us = (now_ns() - t0) / 1000;
-    vm_resume(p->vm);
-    /* Framing and checksums run over our private copies, after the guest resumed. */
-    ram_save_close(&p->rambuf, RAM_SECTION_ID, RAM_END_ROUND);
-    ram_save_open(&p->rambuf, STREAM_TAG_SECTION_END, RAM_SECTION_ID, "ram", 0, &p->src);
-    ram_save_close(&p->rambuf, RAM_SECTION_ID, 0);
-    colo_disk_save_epoch(p->vm, &p->rambuf); /* the epoch's disk writes travel with its RAM */
-    stream_put_eof(&p->rambuf);
+    rd = colo_disk_close_epoch(p->vm);
+    if (!r)
+        r = rd; /* the disk log missed a write: this checkpoint must not be sent */
+    if (!direct) {
+        sw_buf_reset(&p->rambuf);
+        if (!r)
+            put_ram_segment(p, &p->rambuf);
+        pthread_mutex_unlock(&p->vm->dev_lock);
+        /* The pause ends when the vCPUs are released (they may preempt us at once). */
+        pause_us = (now_ns() - t0) / 1000;
+        vm_resume(p->vm);
+    }
+    t2 = now_ns();
+    /* Fault injection decides before the segments close (inject needs the segment open). */
+    if (!direct) {
+        ram_fault = colo_fault_point("p-before-send", p->n);
+        if (ram_fault == COLO_FAULT_INJECT)
+            colo_craft_inject(&p->rambuf, 0);
+        stream_put_eof(&p->rambuf);
+    }
+    dev_fault = colo_fault_point("p-before-size", p->n);
+    if (dev_fault == COLO_FAULT_BADDEV)
+        colo_craft_baddev(&p->devbuf, p->ds);
     stream_put_eof(&p->devbuf);
-    log_debug("colo: pause %llu us: barrier %llu, harvest %llu, ram copy %llu, devices %llu",
-              (unsigned long long)pause_us, (unsigned long long)(t1 - t0) / 1000,
-              (unsigned long long)(t2 - t1) / 1000, (unsigned long long)(t3 - t2) / 1000,
-              (unsigned long long)(t0 / 1000 + pause_us - t3 / 1000));
     if (r || sw_error(&p->rambuf) || sw_error(&p->devbuf)) {
         log_err("colo: cannot capture checkpoint %llu: %s", (unsigned long long)p->n,
                 r                      ? strerror(-r)
                 : sw_error(&p->rambuf) ? sw_errmsg(&p->rambuf)
                                        : sw_errmsg(&p->devbuf));
+        if (direct) {
+            pthread_mutex_unlock(&p->vm->dev_lock);
+            vm_resume(p->vm);
+        }
         return r ? r : -EIO;
     }
-    if (c->hooks.disk_checkpoint) {
-        r = c->hooks.disk_checkpoint(c->hooks.opaque, epoch);
-        if (r)
-            return r;
-    }
-
-    ram = sw_buf_data(&p->rambuf, &ramlen);
+    if (!direct)
+        ram = sw_buf_data(&p->rambuf, &ramlen);
     dev = sw_buf_data(&p->devbuf, &devlen);
-    if (colo_fault_point("p-before-send", p->n) == COLO_FAULT_CORRUPT)
+    if (ram && ram_fault == COLO_FAULT_CORRUPT)
         ((uint8_t *)ram)[ramlen / 2] ^= 0x10;
+    if (ram && ram_fault == COLO_FAULT_INJECT)
+        ((uint8_t *)ram)[ramlen - 2] ^= 0x10; /* inside the EOF's checksum */
+    if (dev_fault == COLO_FAULT_CORRUPT)
+        ((uint8_t *)dev)[devlen / 2] ^= 0x10;
     r = colo_send_msg(p->sw, COLO_MSG_VMSTATE_SEND);
-    if (!r)
+    if (r) {
+        /* fall through to the unlock below in direct mode */
+    } else if (direct) {
+        uint64_t before = sw_offset(p->sw);
+        sw_checksum_reset(p->sw);
+        put_ram_segment(p, p->sw);
+        stream_put_eof(p->sw);
+        r = sw_flush(p->sw);
+        ramlen = (size_t)(sw_offset(p->sw) - before);
+    } else {
         r = send_split(p->sw, ram, ramlen, "p-mid-ram", p->n);
+    }
+    if (direct) {
+        pthread_mutex_unlock(&p->vm->dev_lock);
+        pause_us = (now_ns() - t0) / 1000;
+        vm_resume(p->vm);
+        log_info("colo: checkpoint %llu: %llu dirty pages sent straight from guest RAM "
+                 "(over the %llu KiB buffer), pause %llu ms",
+                 (unsigned long long)p->n, (unsigned long long)dirty_pages,
+                 (unsigned long long)p->buffer_max >> 10, (unsigned long long)pause_us / 1000);
+    }
     if (r)
         return r;
-    if (colo_fault_point("p-before-size", p->n) == COLO_FAULT_CORRUPT)
-        ((uint8_t *)dev)[devlen / 2] ^= 0x10;
+    log_debug("colo: pause %llu us: barrier %llu, harvest+copy %llu", (unsigned long long)pause_us,
+              (unsigned long long)(t1 - t0) / 1000, (unsigned long long)(t2 - t1) / 1000);
     log_debug("colo: send 'vmstate-size' %zu", devlen);
     sw_put_u32(p->sw, COLO_MSG_VMSTATE_SIZE);
     sw_put_u64(p->sw, devlen);
@@ -138,6 +193,7 @@ static int primary_checkpoint(struct primary *p)
     if (r)
         return r;
     colo_fault_point("p-after-devbuf", p->n);
+    sr_set_timeout_ms(p->rp, loaded_timeout_ms(p, ramlen + devlen));
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_RECEIVED);
     if (r)
         return r;
@@ -146,6 +202,7 @@ static int primary_checkpoint(struct primary *p)
     colo_devices_release(c, epoch);
     colo_fault_point("p-after-received", p->n);
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_LOADED);
+    sr_set_timeout_ms(p->rp, p->io_timeout_ms);
     if (r)
         return r;
     colo_fault_point("p-after-loaded", p->n);
@@ -156,17 +213,18 @@ static int primary_checkpoint(struct primary *p)
     return 0;
 }
 
-/* Sleep until the next checkpoint is due, one is requested, or failover. */
+/* Sleep until the next checkpoint is due, one is requested, or COLO is to be left. */
 static bool primary_wait(struct colo *c, uint64_t due_ns)
 {
     bool go = true;
 
     pthread_mutex_lock(&c->lock);
     /* due_ns is on the monotonic clock (now_ns), and so is the wait. */
-    while (!c->failover_requested && !c->checkpoint_requested && now_ns() < due_ns)
+    while (!c->failover_requested && !c->leave_requested && !c->checkpoint_requested &&
+           now_ns() < due_ns)
         colo_cond_wait_until(c, due_ns);
     c->checkpoint_requested = false;
-    if (c->failover_requested)
+    if (c->failover_requested || c->leave_requested)
         go = false;
     pthread_mutex_unlock(&c->lock);
     return go;
@@ -176,7 +234,7 @@ static int open_heartbeat_primary(struct colo *c, struct migration *m)
 {
     struct chan_uri u;
     char err[256];
-    int fd;
+    int fd, r;
 
     if (chan_parse_uri(m->uri, &u, err, sizeof(err)))
         return -EINVAL;
@@ -185,8 +243,106 @@ static int open_heartbeat_primary(struct colo *c, struct migration *m)
         log_err("colo: heartbeat: %s", err);
         return fd;
     }
-    return heartbeat_start(&c->hb, fd, m->params.heartbeat_interval_ms,
-                           m->params.heartbeat_timeout_ms, colo_hb_lost, c);
+    r = heartbeat_handshake(fd, true, &c->hbp, COLO_START_TIMEOUT, err, sizeof(err));
+    if (r) {
+        log_err("colo: heartbeat: %s", err);
+        close(fd);
+        return r;
+    }
+    return heartbeat_start(&c->hb, fd, &c->hbp, colo_hb_event, c);
+}
+
+/* Why the primary leaves COLO; the order is the order of precedence. */
+enum leave_cause { LEAVE_TOOK_OVER, LEAVE_REQUEST, LEAVE_LOST, LEAVE_ERROR };
+
+static const char *const leave_names[] = {"the secondary took over", "operator request",
+                                          "the secondary is lost", "replication failed"};
+
+/*
+ * The failover policy, primary side (docs/colo.md). Output the secondary never acknowledged is
+ * released only if the secondary confirmed it is disarmed (it can never serve); otherwise it is
+ * discarded. The guest goes on unless the secondary may be serving: it said so, or our own
+ * heartbeat stalled past the timeout, or the fence command was lost.
+ */
+static enum leave_cause leave_cause_now(struct colo *c)
+{
+    enum leave_cause cause;
+
+    pthread_mutex_lock(&c->lock);
+    cause = c->peer_took_over                           ? LEAVE_TOOK_OVER
+            : !c->failover_requested                    ? LEAVE_ERROR
+            : c->failover_reason == COLO_REASON_REQUEST ? LEAVE_REQUEST
+                                                        : LEAVE_LOST;
+    pthread_mutex_unlock(&c->lock);
+    return cause;
+}
+
+/* Until the heartbeat thread reported its last event; a live peer acknowledges LEFT at once
+ * and a silent one is judged within the timeout, so the bound is only a backstop. */
+static void wait_hb_verdict(struct colo *c)
+{
+    uint64_t due = now_ns() + 10ULL * c->hbp.timeout_ms * 1000000ULL;
+
+    pthread_mutex_lock(&c->lock);
+    while (!c->hb_ended && now_ns() < due)
+        colo_cond_wait_until(c, due);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void primary_leave(struct primary *p)
+{
+    struct colo *c = p->c;
+    enum leave_cause cause = leave_cause_now(c);
+    bool release = false, serve = true;
+    uint64_t discarded;
+
+    if (cause == LEAVE_ERROR || cause == LEAVE_REQUEST) {
+        /* The secondary may be alive and armed: it must hear that we go on alone. Meanwhile
+         * the heartbeat thread judges what it read (a thawed process reads TAKEOVER first). */
+        if (heartbeat_leave(&c->hb, (uint32_t)cause, c->hbp.timeout_ms) == 0) {
+            release = true;
+        } else {
+            /* No answer. The heartbeat thread's verdict decides: the peer's silence (lost)
+             * or its TAKEOVER (a stalled thread judges when it runs again). */
+            wait_hb_verdict(c);
+            if (leave_cause_now(c) == LEAVE_TOOK_OVER)
+                cause = LEAVE_TOOK_OVER;
+            else if (cause == LEAVE_ERROR)
+                cause = LEAVE_LOST; /* it is gone or cut off */
+        }
+    }
+    switch (cause) {
+    case LEAVE_ERROR:
+    case LEAVE_REQUEST:
+        break; /* acknowledged, or the operator said the secondary is lost */
+    case LEAVE_LOST:
+        /* Queued for a secondary that is only frozen: when it thaws it reads this first. */
+        heartbeat_leave(&c->hb, (uint32_t)cause, 0);
+        if (c->fence_cmd)
+            serve = colo_run_fence(c, "primary") == 0;
+        break;
+    case LEAVE_TOOK_OVER:
+        serve = false;
+        break;
+    }
+    heartbeat_stop(&c->hb);
+    if (!serve) {
+        /* Our partner may be serving now: never again a frame from here. */
+        vm_pause(p->vm);
+        vm_hold_stopped(p->vm, VM_PAUSED);
+    }
+    discarded = release ? 0 : colo_devices_discard(c);
+    colo_devices_primary_stop(c, p->vm);
+    pthread_mutex_lock(&c->lock);
+    c->stats.discarded_frames += discarded;
+    c->fenced = !serve;
+    colo_decide(c, "primary left COLO after checkpoint %llu: %s; %s; %s", (unsigned long long)p->n,
+                leave_names[cause],
+                release ? "the secondary acknowledged and is disarmed: held output released"
+                        : "held output discarded (the secondary never had it)",
+                serve ? "the guest runs on unprotected"
+                      : "the guest is paused: the secondary may be serving");
+    pthread_mutex_unlock(&c->lock);
 }
 
 int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
@@ -194,7 +350,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
 {
     struct colo *c = &colo_state;
     struct primary *p = calloc(1, sizeof(*p));
-    enum colo_reason reason = COLO_REASON_ERROR;
+    enum colo_reason reason;
     uint64_t due;
     int r;
 
@@ -203,12 +359,19 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     pthread_mutex_lock(&c->lock);
     c->mode = COLO_MODE_PRIMARY;
     c->reason = COLO_REASON_NONE;
-    c->failover_requested = false;
+    c->failover_requested = c->force = c->leave_requested = false;
     c->checkpoint_requested = false;
+    c->peer_left = c->peer_took_over = c->hb_ended = false;
+    c->armed = c->unusable = c->fenced = false;
+    c->decision[0] = 0;
     c->fd = fd;
     memset(&c->stats, 0, sizeof(c->stats));
     pthread_mutex_unlock(&c->lock);
     *p = (struct primary){.c = c, .vm = m->vm, .sw = sw, .rp = rp, .ds = ds, .dirty = dirty};
+    pthread_mutex_lock(&m->lock);
+    p->io_timeout_ms = (int)m->params.colo_io_timeout_ms;
+    p->buffer_max = m->params.colo_buffer_max;
+    pthread_mutex_unlock(&m->lock);
     p->src = (struct ram_source){
         .host = m->vm->mem.base, .ram_size = m->vm->mem.size, .page_size = PAGE_SIZE};
     r = stream_writer_init_buf(&p->rambuf, 1u << 20);
@@ -216,7 +379,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
         r = stream_writer_init_buf(&p->devbuf, 1u << 20);
     if (r)
         goto out;
-    sw_set_timeout_ms(sw, COLO_IO_TIMEOUT_MS);
+    sw_set_timeout_ms(sw, p->io_timeout_ms);
     sr_set_timeout_ms(p->rp, COLO_START_TIMEOUT);
     r = open_heartbeat_primary(c, m);
     if (r)
@@ -224,26 +387,21 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     r = colo_expect_msg(p->rp, COLO_MSG_CHECKPOINT_READY);
     if (r)
         goto out;
-    sr_set_timeout_ms(p->rp, COLO_IO_TIMEOUT_MS);
+    sr_set_timeout_ms(p->rp, p->io_timeout_ms);
     log_info("colo: primary: secondary ready, checkpoints every %llu ms",
              (unsigned long long)m->params.checkpoint_delay_ms);
 
-    /* From now on output waits for its checkpoint. The VM was paused by the migration. */
+    /* From now on output waits for its checkpoint. The VM was paused by the migration. The
+     * disks already log epoch 1 (the hand-over switched them, handover.c). */
     colo_devices_primary_start(c, m->vm);
     colo_disk_epochs_begin(m->vm);
     vm_set_state(m->vm, VM_RUNNING);
     vm_resume(m->vm);
     due = now_ns() + m->params.checkpoint_delay_ms * 1000000ULL;
-    for (;;) {
-        if (!primary_wait(c, due)) {
-            reason = c->failover_reason;
-            r = 0;
-            break;
-        }
+    while (primary_wait(c, due)) {
         due = now_ns() + m->params.checkpoint_delay_ms * 1000000ULL;
         r = primary_checkpoint(p);
         if (r) {
-            reason = colo_failover_pending(c) ? c->failover_reason : COLO_REASON_ERROR;
             log_err("colo: primary: checkpoint %llu failed: %s", (unsigned long long)p->n,
                     sr_error(p->rp) ? sr_errmsg(p->rp)
                     : sw_error(sw)  ? sw_errmsg(sw)
@@ -251,26 +409,32 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
             break;
         }
     }
-    /* Unprotected from here: everything held goes out, and new output passes straight on. */
-    colo_devices_primary_stop(c, m->vm);
+    pthread_mutex_lock(&c->lock);
+    reason = c->failover_requested && c->failover_reason == COLO_REASON_REQUEST
+                 ? COLO_REASON_REQUEST
+                 : COLO_REASON_ERROR;
+    if (c->leave_requested)
+        log_err("colo: primary: %s", c->leave_why);
+    c->fd = -1;
+    pthread_mutex_unlock(&c->lock);
+    primary_leave(p);
     colo_disk_stop(m->vm);
     vm_dirty_log_stop(m->vm);
     migration_set_status(m, MIG_COMPLETED);
     pthread_mutex_lock(&c->lock);
-    c->fd = -1;
     c->stats.last_failover_unix_ms = colo_unix_us() / 1000;
     pthread_mutex_unlock(&c->lock);
     colo_exit(c, COLO_MODE_PRIMARY, reason);
-    /* The heartbeat stays up while we live, so a secondary that rejected a checkpoint does not
-     * take over from under a running primary; it ends with the process. */
     stream_writer_destroy(&p->rambuf);
     stream_writer_destroy(&p->devbuf);
     free(p);
-    return r;
+    return 0; /* COLO ran: the migration completed, whatever ended it */
 
 out:
     log_err("colo: primary: cannot start COLO: %s",
             sr_error(p->rp) ? sr_errmsg(p->rp) : strerror(-r));
+    heartbeat_stop(&c->hb);
+    colo_disk_stop(m->vm);
     stream_writer_destroy(&p->rambuf);
     stream_writer_destroy(&p->devbuf);
     free(p);

@@ -1,7 +1,9 @@
 /* secondary.c: the secondary's side of COLO: stage a whole checkpoint, verify, apply; take over.
  *
  *   request -> reply -> RAM into the colo cache -> exactly `size` bytes of device state
- *   -> both checksums verified -> received -> apply (devices, cache -> RAM, disk, vCPUs) -> loaded
+ *   -> both checksums verified -> devices (all or nothing) -> received -> cache -> RAM, disk,
+ *   vCPUs -> loaded
+ * then, out of the loop, the failover policy (docs/colo.md): take over, or stand by disarmed.
  */
 
 #include <errno.h>
@@ -9,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include "block/virtio_blk.h"
 #include "colo/colo_int.h"
@@ -17,6 +19,7 @@
 #include "colo/disk.h"
 #include "colo/fault.h"
 #include "colo/proto.h"
+#include "colo/stage.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vm.h"
@@ -33,6 +36,7 @@ struct secondary {
     struct devstate *ds;
     struct ram_sink *sink;
     struct colo_cache cache;
+    struct colo_stage st; /* the restricted loaders: RAM segment, device buffer */
     uint8_t *devbuf;
     size_t devcap;
     uint64_t n;
@@ -78,29 +82,63 @@ static int read_exact(struct secondary *s, uint8_t *dst, size_t n)
     return sr_error(s->sr);
 }
 
-static int secondary_apply(struct secondary *s, size_t devlen)
+/* Mark the standby unusable: part of checkpoint n reached the VM and the rest cannot. */
+static void make_unusable(struct secondary *s, const char *what, int r)
 {
-    struct stream_reader mr;
+    struct colo *c = s->c;
+
+    pthread_mutex_lock(&c->lock);
+    c->unusable = true;
+    c->armed = false;
+    c->stats.errors++;
+    colo_decide(c,
+                "checkpoint %llu was applied only in part (%s: %s): this standby is unusable "
+                "and will never take over",
+                (unsigned long long)s->n, what, strerror(-r));
+    pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Apply a whole, verified checkpoint. The devices load all or nothing (stage.c: on a failure
+ * they are back to the last good state and the checkpoint is rejected: the return value); once
+ * they are in, the rest must follow, whatever the primary does: RAM from the cache (cannot
+ * fail), the disk writes, the vCPUs. A failure there leaves a torn standby: unusable.
+ */
+static int secondary_apply(struct secondary *s, size_t devlen, bool *torn)
+{
+    char err[256];
     int r;
 
-    /* Devices first (staged vCPU state, inventory devices); then RAM; then the engine. */
+    *torn = false;
     pthread_mutex_lock(&s->vm->dev_lock);
-    stream_reader_init_buf(&mr, s->devbuf, devlen);
-    r = stream_load_segment(s->ld, &mr);
+    r = colo_stage_load_devices(&s->st, s->devbuf, devlen, err, sizeof(err));
     if (r) {
-        log_err("colo: secondary: device state of checkpoint %llu: %s", (unsigned long long)s->n,
-                sr_errmsg(&mr));
-        stream_reader_destroy(&mr);
         pthread_mutex_unlock(&s->vm->dev_lock);
-        colo_cache_discard(&s->cache);
+        log_err("colo: secondary: device state of checkpoint %llu: %s", (unsigned long long)s->n,
+                err);
+        if (r == -ENOTRECOVERABLE) {
+            make_unusable(s, "restoring the devices", r);
+            *torn = true;
+        }
         return r;
     }
-    stream_reader_destroy(&mr);
+    /* From here on the checkpoint is applied to the end. */
+    r = colo_send_msg(&s->sw, COLO_MSG_VMSTATE_RECEIVED);
+    if (r)
+        log_warn("colo: secondary: vmstate-received not sent (%s); applying checkpoint %llu "
+                 "anyway: it is whole and verified",
+                 strerror(-r), (unsigned long long)s->n);
+    colo_fault_point("s-after-received", s->n);
     colo_fault_point("s-mid-apply", s->n);
     colo_cache_apply(&s->cache, &s->vm->mem);
-    r = colo_disk_apply(s->vm);
-    if (!r)
-        r = devstate_apply(s->ds);
+    r = colo_disk_apply(s->vm, s->n);
+    if (r) {
+        make_unusable(s, "writing the disk", r);
+        *torn = true;
+    } else if ((r = devstate_apply(s->ds))) {
+        make_unusable(s, "loading the vCPUs", r);
+        *torn = true;
+    }
     pthread_mutex_unlock(&s->vm->dev_lock);
     return r;
 }
@@ -109,7 +147,8 @@ static int secondary_checkpoint(struct secondary *s)
 {
     struct colo *c = s->c;
     uint32_t msg;
-    uint64_t size, t0;
+    uint64_t size, t0, pages;
+    bool torn;
     int r;
 
     r = wait_readable(s);
@@ -127,12 +166,13 @@ static int secondary_checkpoint(struct secondary *s)
     r = colo_expect_msg(s->sr, COLO_MSG_VMSTATE_SEND);
     if (r)
         return r;
-    /* RAM (and disk writes): staged only; the segment's EOF carries its checksum. */
+    /* RAM and disk writes only, staged; the segment's EOF carries its checksum. Nothing else
+     * may appear in it (stage.c): no device section, no disk-sync write, no command. */
     colo_cache_discard(&s->cache);
     colo_disk_discard(s->vm);
     s->ram_fault_armed = true;
     sr_checksum_reset(s->sr);
-    r = stream_load_segment(s->ld, s->sr);
+    r = colo_stage_load_ram(&s->st, s->sr);
     if (r)
         goto drop;
     colo_fault_point("s-after-ram", s->n);
@@ -173,25 +213,26 @@ static int secondary_checkpoint(struct secondary *s)
         goto drop;
     }
     colo_fault_point("s-before-received", s->n);
-    r = colo_send_msg(&s->sw, COLO_MSG_VMSTATE_RECEIVED);
-    if (r)
-        goto drop;
-    colo_fault_point("s-after-received", s->n);
 
     /* The whole checkpoint is here and verified: apply it. A failover waits for this. */
     pthread_mutex_lock(&c->lock);
     c->applying = true;
     pthread_mutex_unlock(&c->lock);
     t0 = now_ns();
-    r = secondary_apply(s, size);
+    pages = s->cache.bytes / PAGE_SIZE;
+    r = secondary_apply(s, size, &torn);
     pthread_mutex_lock(&c->lock);
     c->applying = false;
-    if (c->failover_requested)
-        colo_wake_stream(c); /* deferred from colo_request_failover */
+    if (!r)
+        c->last_good = s->n;
+    if (c->failover_requested || c->peer_left)
+        colo_wake_stream(c); /* deferred while applying */
     pthread_mutex_unlock(&c->lock);
+    if (r && !torn)
+        goto drop;
     if (r)
         return r;
-    colo_record_pause(c, (now_ns() - t0) / 1000, s->cache.nruns, size);
+    colo_record_pause(c, (now_ns() - t0) / 1000, pages, size);
     colo_fault_point("s-after-apply", s->n);
     r = colo_send_msg(&s->sw, COLO_MSG_VMSTATE_LOADED);
     if (r)
@@ -206,19 +247,6 @@ drop:
     return r;
 }
 
-static int run_fence(const char *cmd)
-{
-    int st;
-
-    log_warn("colo: running fence command: %s", cmd);
-    st = system(cmd);
-    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        log_err("colo: fence command failed (status %d): not taking over", st);
-        return -EPERM;
-    }
-    return 0;
-}
-
 static void takeover_cb(void *opaque)
 {
     struct colo *c = opaque;
@@ -228,21 +256,78 @@ static void takeover_cb(void *opaque)
     vm_cont(c->vm);
 }
 
+/* The primary connects a second time for the heartbeat. Anyone may connect to the listening
+ * port: a connection that cannot prove it knows this session's token is closed, and we wait
+ * on for the real one until the deadline. */
 static int accept_heartbeat(struct secondary *s, struct migration *m)
 {
-    struct pollfd p = {.fd = m->listen_fd, .events = POLLIN};
-    int fd, r;
+    uint64_t deadline = now_ms() + COLO_START_TIMEOUT;
+    char err[160];
 
     if (m->listen_fd < 0)
         return -ENOTCONN;
-    r = poll(&p, 1, COLO_START_TIMEOUT);
-    if (r <= 0)
-        return r == 0 ? -ETIMEDOUT : -errno;
-    fd = chan_accept(m->listen_fd);
-    if (fd < 0)
-        return fd;
-    return heartbeat_start(&s->c->hb, fd, m->params.heartbeat_interval_ms,
-                           m->params.heartbeat_timeout_ms, colo_hb_lost, s->c);
+    for (;;) {
+        uint64_t now = now_ms();
+        struct pollfd p = {.fd = m->listen_fd, .events = POLLIN};
+        int fd, r;
+
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        r = poll(&p, 1, (int)(deadline - now));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r == 0 ? -ETIMEDOUT : -errno;
+        fd = chan_accept(m->listen_fd);
+        if (fd < 0)
+            return fd;
+        r = heartbeat_handshake(fd, false, &s->c->hbp, (int)(deadline - now_ms()), err,
+                                sizeof(err));
+        if (r) {
+            log_warn("colo: secondary: refused a heartbeat connection: %s", err);
+            close(fd);
+            continue;
+        }
+        return heartbeat_start(&s->c->hb, fd, &s->c->hbp, colo_hb_event, s->c);
+    }
+}
+
+/* Out of the checkpoint loop without a takeover: wait for one that the policy allows (the
+ * primary's loss while armed, or an operator), running the fence first. The heartbeat is
+ * joined as soon as it ended. Returns once the takeover may go ahead. */
+static void standby(struct secondary *s)
+{
+    struct colo *c = s->c;
+    bool joined = false;
+
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        while (!c->failover_requested) {
+            if (c->hb_ended && !joined) {
+                /* Never with c->lock held: the heartbeat's callback takes it. */
+                pthread_mutex_unlock(&c->lock);
+                heartbeat_stop(&c->hb);
+                joined = true;
+                pthread_mutex_lock(&c->lock);
+                continue;
+            }
+            pthread_cond_wait(&c->cond, &c->lock);
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (!c->fence_cmd || colo_run_fence(c, "secondary") == 0)
+            return;
+        /* Split brain is worse than a stopped standby: stay as we are. An operator may try
+         * again (x-colo-lost-heartbeat), which runs the fence again. */
+        pthread_mutex_lock(&c->lock);
+        c->failover_requested = false;
+        c->force = false;
+        c->stats.errors++;
+        colo_decide(c,
+                    "the fence command failed: not taking over; standing by with checkpoint "
+                    "%llu",
+                    (unsigned long long)c->last_good);
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
@@ -251,7 +336,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     struct colo *c = &colo_state;
     struct secondary *s = calloc(1, sizeof(*s));
     enum colo_reason reason;
-    bool reported = false;
+    bool reported = false, staged = false;
     int r;
 
     if (!s)
@@ -261,7 +346,12 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     pthread_mutex_lock(&c->lock);
     c->mode = COLO_MODE_SECONDARY;
     c->reason = COLO_REASON_NONE;
-    c->failover_requested = false;
+    c->failover_requested = c->force = false;
+    c->peer_left = c->peer_took_over = c->hb_ended = false;
+    c->armed = true;
+    c->unusable = c->fenced = false;
+    c->last_good = 0;
+    c->decision[0] = 0;
     c->fd = fd;
     memset(&c->stats, 0, sizeof(c->stats));
     pthread_mutex_unlock(&c->lock);
@@ -271,11 +361,15 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
 
     r = colo_cache_init(&s->cache, m->vm->mem.size);
     if (!r)
+        r = colo_stage_init(&s->st, ds);
+    if (!r)
+        staged = true;
+    if (!r)
         r = stream_writer_init_fd(&s->sw, fd);
     if (r)
         goto out;
-    sw_set_timeout_ms(&s->sw, COLO_IO_TIMEOUT_MS);
-    sr_set_timeout_ms(sr, COLO_IO_TIMEOUT_MS);
+    sw_set_timeout_ms(&s->sw, (int)m->params.colo_io_timeout_ms);
+    sr_set_timeout_ms(sr, (int)m->params.colo_io_timeout_ms);
     /* From now on pages go to the cache, never straight to guest RAM. */
     s->sink->host = s->cache.base;
     s->sink->loaded = loaded_cb;
@@ -295,9 +389,10 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     } while (!r);
 
     if (!colo_failover_pending(c)) {
-        /* The stream failed while the primary may still be alive (a rejected checkpoint, a
-         * closed stream): report it, keep the last good state, and wait for the primary's
-         * loss or an explicit request before taking over. */
+        /* The session broke while the primary may still be alive (a rejected checkpoint, a
+         * closed stream, the primary left COLO): report it, keep the last good state, and
+         * wait for what the policy allows: the primary's loss while armed (it said nothing
+         * about leaving), or an operator. */
         log_err("colo: secondary: leaving the checkpoint loop after checkpoint %llu: %s",
                 (unsigned long long)s->n,
                 sr_error(sr)       ? sr_errmsg(sr)
@@ -309,27 +404,21 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         c->reason = COLO_REASON_ERROR;
         pthread_mutex_unlock(&c->lock);
         colo_report_exit(c, COLO_MODE_SECONDARY, COLO_REASON_ERROR);
-        pthread_mutex_lock(&c->lock);
-        while (!c->failover_requested)
-            pthread_cond_wait(&c->cond, &c->lock);
-        pthread_mutex_unlock(&c->lock);
         reported = true;
     }
+    standby(s);
     reason = c->failover_reason;
-    if (c->fence_cmd && run_fence(c->fence_cmd) < 0) {
-        /* Split brain is worse than a stopped standby: stay as we are. */
-        colo_exit(c, COLO_MODE_SECONDARY, COLO_REASON_ERROR);
-        goto cleanup;
-    }
+    /* Tell the primary, if it is only frozen, that the VM runs here now: it must not. */
+    heartbeat_send_takeover(&c->hb);
     heartbeat_stop(&c->hb);
     colo_disk_discard(m->vm); /* writes of a checkpoint never applied never happened */
     colo_devices_takeover(m->vm);
-    if (c->hooks.takeover)
-        c->hooks.takeover(c->hooks.opaque);
     pthread_mutex_lock(&c->lock);
     c->fd = -1;
     c->stats.last_failover_unix_ms = colo_unix_us() / 1000;
     c->stats.last_failover_ms = (now_ns() - c->failover_started_ns) / 1000000;
+    colo_decide(c, "took over from checkpoint %llu%s", (unsigned long long)c->last_good,
+                c->force ? " (forced by an operator)" : "");
     pthread_mutex_unlock(&c->lock);
     migration_set_status(m, MIG_COMPLETED);
     loop_call(m->loop, takeover_cb, c);
@@ -337,9 +426,8 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         colo_set_mode_none(c, COLO_MODE_SECONDARY, COLO_REASON_ERROR);
     else
         colo_exit(c, COLO_MODE_SECONDARY, reason);
-    log_warn("colo: secondary took over from checkpoint %llu", (unsigned long long)s->n);
-cleanup:
     stream_writer_destroy(&s->sw);
+    colo_stage_destroy(&s->st);
     colo_cache_destroy(&s->cache);
     free(s->devbuf);
     free(s);
@@ -347,7 +435,10 @@ cleanup:
 
 out:
     log_err("colo: secondary: cannot start COLO: %s", strerror(-r));
+    heartbeat_stop(&c->hb);
     stream_writer_destroy(&s->sw);
+    if (staged)
+        colo_stage_destroy(&s->st);
     colo_cache_destroy(&s->cache);
     free(s);
     migration_set_status(m, MIG_FAILED);

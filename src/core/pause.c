@@ -41,7 +41,7 @@ int vm_pause(struct vm *vm)
     }
     while (vm->nparked < vm->nrunning_threads) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts); /* cond_paused's clock (vm_init) */
         ts.tv_nsec += 10 * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;

@@ -22,7 +22,13 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
     atomic_init(&vm->exit_status, -1);
     pthread_mutex_init(&vm->lock, NULL);
     pthread_mutex_init(&vm->dev_lock, NULL);
-    pthread_cond_init(&vm->cond_paused, NULL);
+    /* pause.c's timed re-kick waits run on CLOCK_MONOTONIC: a wall-clock step never
+     * stretches them. */
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
+        pthread_cond_init(&vm->cond_paused, &ca))
+        return -EINVAL;
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&vm->cond_resume, NULL);
     bus_init(&vm->pio, "pio", 0x10000);
     bus_init(&vm->mmio, "mmio", 0);
@@ -238,6 +244,8 @@ int vm_cont(struct vm *vm)
     switch (s) {
     case VM_INMIGRATE:
         return -EBUSY; /* QEMU: the incoming migration has not finished */
+    case VM_COLO:
+        return -EPERM; /* a standby runs only when it takes over: it would diverge */
     case VM_INTERNAL_ERROR:
     case VM_SHUTDOWN:
         return -EINVAL;
@@ -258,7 +266,13 @@ int vm_system_reset(struct vm *vm)
 {
     int err = 0;
 
+    if (vm_get_state(vm) == VM_COLO)
+        return -EPERM; /* a COLO standby: its state is the primary's, never its own */
     vm_pause(vm);
+    /* Device work and checkpoints hold dev_lock: a reset is one step between two of them,
+     * never half inside a checkpoint's capture (or an apply). */
+    pthread_mutex_lock(&vm->dev_lock);
+    log_info("vm: system reset");
     for (unsigned i = 0; i < vm->ndevices; i++)
         if (vm->devices[i].reset)
             vm->devices[i].reset(vm->devices[i].opaque);
@@ -266,6 +280,7 @@ int vm_system_reset(struct vm *vm)
         err = vm->accel->vcpu_reset(vm->vcpus[i]);
     if (!err && vm->boot)
         err = vm->boot(vm, vm->boot_opaque);
+    pthread_mutex_unlock(&vm->dev_lock);
     vm_resume(vm);
     if (err)
         vm_internal_error(vm, "system reset failed: %s", strerror(-err));

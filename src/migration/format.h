@@ -46,12 +46,16 @@ enum stream_tag {
  *   OPEN_RETURN_PATH  0  the destination starts answering on the return path
  *   PING              4  u32 cookie, echoed back on the return path
  *   ENABLE_COLO       0  the destination prepares its colo cache before RAM arrives
+ *   COLO_SESSION     28  tandem: be32 version (1), be32 heartbeat interval ms, be32 heartbeat
+ *                        timeout ms, 16-byte random token that authenticates the heartbeat
+ *                        connection (colo/handover.c); follows ENABLE_COLO
  */
 enum stream_cmd {
     STREAM_CMD_INVALID = 0,
     STREAM_CMD_OPEN_RETURN_PATH = 1,
     STREAM_CMD_PING = 2,
     STREAM_CMD_ENABLE_COLO = 3,
+    STREAM_CMD_COLO_SESSION = 4,
     STREAM_CMD__MAX,
 };
 

@@ -11,6 +11,7 @@
 #include "block/virtio_blk.h"
 #include "colo/colo.h"
 #include "colo/disk.h"
+#include "colo/handover.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vm.h"
@@ -46,13 +47,8 @@ static int on_command(void *opaque, enum stream_cmd cmd, const uint8_t *payload,
         in->return_path = true;
         return 0;
     case STREAM_CMD_ENABLE_COLO:
-        if (!in->m->caps.x_colo) {
-            migration_set_error(in->m, "the source enabled COLO but x-colo is not set here");
-            return -EPERM;
-        }
-        in->colo = true;
-        /* Disk initial sync: tell the primary what our images hold, chunk by chunk. */
-        return colo_disk_send_hashes(in->m->vm, in->fd);
+    case STREAM_CMD_COLO_SESSION:
+        return colo_handover_on_command(in->m, cmd, payload, len, in->fd, &in->colo);
     default:
         return -EBADMSG;
     }
@@ -164,6 +160,11 @@ static void *incoming_thread(void *arg)
         r = stream_load_segment(&ld, &sr);
     if (r) {
         migration_set_error(m, "%s", sr_errmsg(&sr));
+        goto fail_answer;
+    }
+    if (in->colo && !colo_handover_session_ok()) {
+        r = -EPROTO;
+        migration_set_error(m, "the primary enabled COLO but sent no COLO session");
         goto fail_answer;
     }
     /* Everything arrived and the checksum matched: only now touch the vCPUs. */

@@ -14,6 +14,8 @@
 #include "block/virtio_blk.h"
 #include "colo/colo.h"
 #include "colo/disk.h"
+#include "colo/fault.h"
+#include "colo/handover.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vm.h"
@@ -60,6 +62,8 @@ void migration_init(struct migration *m, struct vm *vm, struct loop *loop)
     m->params.heartbeat_interval_ms = 50;
     m->params.heartbeat_timeout_ms = 300;
     m->params.colo_disk_log_max = 1024ULL << 20;
+    m->params.colo_io_timeout_ms = 5000;
+    m->params.colo_buffer_max = 256ULL << 20;
     m->stats.total = vm->mem.size;
 }
 
@@ -296,20 +300,16 @@ static int run_outgoing(struct outgoing *o, int fd)
     stream_put_header(&o->sw);
     if (!o->to_file)
         stream_put_command(&o->sw, STREAM_CMD_OPEN_RETURN_PATH, NULL, 0);
-    if (m->caps.x_colo)
-        stream_put_command(&o->sw, STREAM_CMD_ENABLE_COLO, NULL, 0);
     r = sw_flush(&o->sw);
     if (r)
         goto io_err;
-    if (m->caps.x_colo && colo_disk_count(vm)) {
+    if (m->caps.x_colo) {
         char err[256];
-        sr_set_timeout_ms(&o->rp, 60000);
-        r = colo_disk_sync_begin(vm, &o->rp, err, sizeof(err));
+        r = colo_handover_begin(m, &o->sw, &o->rp, &o->disks, err, sizeof(err));
         if (r) {
             migration_set_error(m, "%s", err);
             goto out;
         }
-        o->disks = true;
     }
 
     /* A snapshot is one consistent pass with the VM stopped; a migration starts live. */
@@ -414,7 +414,7 @@ static int run_outgoing(struct outgoing *o, int fd)
     }
     r = send_ram_section(o, STREAM_TAG_SECTION_END);
     if (!r && o->disks)
-        r = colo_disk_sync_send(vm, &o->sw, true); /* chunks written during the precopy */
+        r = colo_handover_final(vm, &o->sw); /* chunks written meanwhile; then epoch logs */
     if (r)
         goto io_err;
     r = devstate_capture(ds);
@@ -447,10 +447,13 @@ static int run_outgoing(struct outgoing *o, int fd)
     pthread_mutex_unlock(&m->lock);
 
     if (m->caps.x_colo && !o->to_file) {
-        /* COLO: the pair now runs checkpoints until one side is lost. */
+        /* COLO: the pair now runs checkpoints until one side is lost. Once it ran, COLO
+         * owns the VM, the disks and the status (completed when it ends). */
         migration_set_status(m, MIG_COLO);
+        colo_fault_point("p-handover", 0);
         r = colo_primary_run(m, fd, &o->sw, &o->rp, ds, o->dirty);
-        o->paused = false; /* COLO resumed the VM and owns it now */
+        o->paused = false;
+        o->disks = false;
         goto out;
     }
     vm_dirty_log_stop(vm);

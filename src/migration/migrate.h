@@ -52,6 +52,8 @@ struct mig_params {
     uint64_t heartbeat_interval_ms; /* x-heartbeat-interval (tandem) */
     uint64_t heartbeat_timeout_ms;  /* x-heartbeat-timeout (tandem) */
     uint64_t colo_disk_log_max;     /* x-colo-disk-log-max (tandem): bytes per disk and epoch */
+    uint64_t colo_io_timeout_ms;    /* x-colo-io-timeout (tandem): stream waits, apply base */
+    uint64_t colo_buffer_max;       /* x-colo-buffer-max (tandem): checkpoint buffer, bytes */
 };
 
 struct mig_caps {

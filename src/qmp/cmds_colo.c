@@ -32,6 +32,7 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
     uint64_t p99, mean;
     struct json_object *o = json_object_new_object(), *s = json_object_new_object();
     struct json_object *pause = json_object_new_object();
+    struct colo_policy_state ps;
 
     colo_query(&mode, &last, &reason, &st, &p99, &mean);
     json_object_object_add(o, "mode", json_object_new_string(colo_mode_name(mode)));
@@ -53,7 +54,15 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
     } else {
         json_object_object_add(s, "last-failover-unix-ms", NULL);
     }
+    json_object_object_add(s, "discarded-frames", json_object_new_uint64(st.discarded_frames));
     json_object_object_add(o, "stats", s);
+    colo_query_policy(&ps);
+    json_object_object_add(o, "armed", json_object_new_boolean(ps.armed));
+    json_object_object_add(o, "unusable", json_object_new_boolean(ps.unusable));
+    json_object_object_add(o, "fenced", json_object_new_boolean(ps.fenced));
+    json_object_object_add(o, "last-good-checkpoint", json_object_new_uint64(ps.last_good));
+    json_object_object_add(o, "last-decision",
+                           ps.decision[0] ? json_object_new_string(ps.decision) : NULL);
     *ret = o;
     return 0;
 }
@@ -61,7 +70,11 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
 static int cmd_lost_heartbeat(void *opaque, struct json_object *args, struct json_object **ret,
                               char *err, size_t errlen)
 {
-    return colo_request_failover(COLO_REASON_REQUEST, err, errlen);
+    struct json_object *f = NULL;
+    bool force = args && json_object_object_get_ex(args, "force", &f) &&
+                 json_object_get_boolean(f); /* the type was checked against lost_hb_args */
+
+    return colo_request_failover(COLO_REASON_REQUEST, force, err, errlen);
 }
 
 static int cmd_colo_checkpoint(void *opaque, struct json_object *args, struct json_object **ret,
@@ -81,6 +94,9 @@ static int cmd_colo_checkpoint(void *opaque, struct json_object *args, struct js
     return 0;
 }
 
+/* tandem: force takes over from a disarmed standby (docs/colo.md, "Failover policy"). */
+static const struct qmp_arg lost_hb_args[] = {{"force", json_type_boolean, true}, {NULL, 0, false}};
+
 int qmp_register_colo_commands(struct qmp_server *s)
 {
     int r = 0;
@@ -89,7 +105,7 @@ int qmp_register_colo_commands(struct qmp_server *s)
     colo_state.exit_event = on_exit_event;
     colo_state.event_opaque = s;
     r |= qmp_register(s, "query-colo-status", cmd_query_colo_status, NULL, NULL);
-    r |= qmp_register(s, "x-colo-lost-heartbeat", cmd_lost_heartbeat, NULL, NULL);
+    r |= qmp_register(s, "x-colo-lost-heartbeat", cmd_lost_heartbeat, NULL, lost_hb_args);
     r |= qmp_register(s, "x-colo-checkpoint", cmd_colo_checkpoint, NULL, NULL);
     return r ? -EINVAL : 0;
 }

@@ -129,6 +129,8 @@ static const struct param_desc params[] = {
     {"x-heartbeat-interval", offsetof(struct mig_params, heartbeat_interval_ms), 1, 60000},
     {"x-heartbeat-timeout", offsetof(struct mig_params, heartbeat_timeout_ms), 10, 600000},
     {"x-colo-disk-log-max", offsetof(struct mig_params, colo_disk_log_max), 1ULL << 20, 1ULL << 40},
+    {"x-colo-io-timeout", offsetof(struct mig_params, colo_io_timeout_ms), 100, 600000},
+    {"x-colo-buffer-max", offsetof(struct mig_params, colo_buffer_max), 4096, 1ULL << 40},
 };
 
 static uint64_t param_get(const struct mig_params *p, const struct param_desc *d)

@@ -80,6 +80,10 @@ static int cmd_cont(void *opaque, struct json_object *args, struct json_object *
         snprintf(err, errlen, "Resetting the Virtual Machine is required");
     else if (rc == -EBUSY)
         snprintf(err, errlen, "The VM cannot continue before the incoming migration ends");
+    else if (rc == -EPERM)
+        snprintf(err, errlen,
+                 "The VM is a COLO secondary: it runs only when it takes over "
+                 "(x-colo-lost-heartbeat); running it now would make it diverge");
     else if (rc < 0)
         snprintf(err, errlen, "Cannot continue the VM: %s", strerror(-rc));
     return rc;
@@ -103,6 +107,12 @@ static int cmd_system_reset(void *opaque, struct json_object *args, struct json_
     struct vm_qmp *q = opaque;
     int rc = vm_system_reset(q->vm);
 
+    if (rc == -EPERM) {
+        snprintf(err, errlen,
+                 "The VM is a COLO secondary: its state is the primary's; a "
+                 "reset would make it diverge");
+        return rc;
+    }
     if (rc < 0) {
         snprintf(err, errlen, "System reset failed: %s", strerror(-rc));
         return rc;

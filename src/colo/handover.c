@@ -1,0 +1,127 @@
+/* handover.c: the hand-over from precopy to COLO: session parameters, disk-sync ends, commands. */
+#include "colo/handover.h"
+
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "colo/colo.h"
+#include "colo/disk.h"
+#include "core/log.h"
+#include "migration/migrate.h"
+#include "migration/section.h"
+#include "migration/stream.h"
+
+#define SESSION_VERSION 1
+#define SESSION_LEN     28
+
+static bool session_ok;
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int colo_handover_begin(struct migration *m, struct stream_writer *sw, struct stream_reader *rp,
+                        bool *disks, char *err, size_t errlen)
+{
+    struct hb_params *hp = &colo_state.hbp;
+    uint8_t payload[SESSION_LEN];
+    int r;
+
+    *disks = false;
+    /* A new token per session: a heartbeat of an older session (or anyone else) is refused. */
+    hp->interval_ms = (uint32_t)m->params.heartbeat_interval_ms;
+    hp->timeout_ms = (uint32_t)m->params.heartbeat_timeout_ms;
+    if (gnutls_rnd(GNUTLS_RND_KEY, hp->token, sizeof(hp->token)) < 0) {
+        snprintf(err, errlen, "cannot make a COLO session token");
+        return -EIO;
+    }
+    put_be32(payload, SESSION_VERSION);
+    put_be32(payload + 4, hp->interval_ms);
+    put_be32(payload + 8, hp->timeout_ms);
+    memcpy(payload + 12, hp->token, sizeof(hp->token));
+    stream_put_command(sw, STREAM_CMD_ENABLE_COLO, NULL, 0);
+    stream_put_command(sw, STREAM_CMD_COLO_SESSION, payload, sizeof(payload));
+    r = sw_flush(sw);
+    if (r) {
+        snprintf(err, errlen, "%s", sw_errmsg(sw));
+        return r;
+    }
+    if (!colo_disk_count(m->vm))
+        return 0;
+    sr_set_timeout_ms(rp, 60000);
+    r = colo_disk_sync_begin(m->vm, rp, err, errlen);
+    if (!r)
+        *disks = true;
+    return r;
+}
+
+int colo_handover_final(struct vm *vm, struct stream_writer *sw)
+{
+    return colo_disk_sync_send(vm, sw, true);
+}
+
+int colo_handover_on_command(struct migration *m, enum stream_cmd cmd, const uint8_t *payload,
+                             uint16_t len, int fd, bool *colo)
+{
+    struct hb_params *hp = &colo_state.hbp;
+    uint32_t version, interval, timeout;
+
+    if (!m->caps.x_colo) {
+        migration_set_error(m, "the source enabled COLO but x-colo is not set here");
+        return -EPERM;
+    }
+    switch (cmd) {
+    case STREAM_CMD_ENABLE_COLO:
+        *colo = true;
+        session_ok = false;
+        /* Disk initial sync: tell the primary what our images hold, chunk by chunk. */
+        return colo_disk_send_hashes(m->vm, fd);
+    case STREAM_CMD_COLO_SESSION:
+        if (!*colo || len != SESSION_LEN) {
+            migration_set_error(m, "COLO session parameters out of place");
+            return -EBADMSG;
+        }
+        version = get_be32(payload);
+        interval = get_be32(payload + 4);
+        timeout = get_be32(payload + 8);
+        if (version != SESSION_VERSION || !interval || timeout <= interval) {
+            migration_set_error(m,
+                                "COLO session parameters not understood (version %u, "
+                                "heartbeat %u/%u ms)",
+                                version, interval, timeout);
+            return -EBADMSG;
+        }
+        if (interval != m->params.heartbeat_interval_ms ||
+            timeout != m->params.heartbeat_timeout_ms)
+            log_info("colo: secondary: the primary's heartbeat settings rule: interval %u ms, "
+                     "timeout %u ms",
+                     interval, timeout);
+        hp->interval_ms = interval;
+        hp->timeout_ms = timeout;
+        memcpy(hp->token, payload + 12, sizeof(hp->token));
+        pthread_mutex_lock(&m->lock);
+        m->params.heartbeat_interval_ms = interval;
+        m->params.heartbeat_timeout_ms = timeout;
+        pthread_mutex_unlock(&m->lock);
+        session_ok = true;
+        return 0;
+    default:
+        return -EBADMSG;
+    }
+}
+
+bool colo_handover_session_ok(void)
+{
+    return session_ok;
+}
