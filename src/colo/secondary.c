@@ -316,11 +316,12 @@ static void standby(struct secondary *s)
         pthread_mutex_unlock(&c->lock);
         if (!c->fence_cmd || colo_run_fence(c, "secondary") == 0)
             return;
-        /* Split brain is worse than a stopped standby: stay as we are. An operator may try
-         * again (x-colo-lost-heartbeat), which runs the fence again. */
+        /* Split brain is worse than a stopped standby: stay as we are, disarmed. An operator
+         * may try again (x-colo-lost-heartbeat force=true), which runs the fence again. */
         pthread_mutex_lock(&c->lock);
         c->failover_requested = false;
         c->force = false;
+        c->armed = false; /* the other side won: never again by itself */
         c->stats.errors++;
         colo_decide(c,
                     "the fence command failed: not taking over; standing by with checkpoint "

@@ -278,8 +278,8 @@ def test_secondary_counts_dirty_pages_and_primary_status_stays_completed(vmenv, 
 
 
 def test_failed_fence_stands_by_and_an_operator_can_retry(vmenv, procs, tmp_path):
-    """Defect 12: a failed fence leaves a clean standby; once the fence can succeed, an
-    operator's request takes over."""
+    """Defect 12: a failed fence leaves a clean, disarmed standby; once the fence can succeed,
+    an operator's forced request runs it again and takes over."""
     ok = tmp_path / "fence-ok"
     p = Pair(vmenv, procs, sec_extra=("--colo-fence", f"test -e {ok}"))
     p.start()
@@ -289,8 +289,9 @@ def test_failed_fence_stands_by_and_an_operator_can_retry(vmenv, procs, tmp_path
     st = colo_status(p.sq)
     assert st["mode"] == "secondary" and "fence command failed" in st["last-decision"], st
     assert_never_takes_over(p)
+    assert st["armed"] is False
     ok.touch()
-    p.sq.cmd("x-colo-lost-heartbeat")
+    p.sq.cmd("x-colo-lost-heartbeat", {"force": True})
     assert_runs_on(p.sec, p.sq)
 
 
