@@ -319,3 +319,70 @@ def test_checkpoint_over_the_buffer_limit_is_sent_from_guest_ram(vmenv, procs):
     shown, theirs = ticks(p.pri.text), ticks(p.sec.text)
     if shown:
         assert max(shown) < min(theirs)
+
+
+def blkcheck_pair(vmenv, procs, tmp_path, **kw):
+    imgs = []
+    for name in ("pri.img", "sec.img"):
+        img = tmp_path / name
+        with open(img, "wb") as f:
+            f.truncate(1 << 20)
+        imgs.append(img)
+    p = Pair(vmenv, procs, guest="blkcheck", append="blocks=64 flush=8",
+             pri_extra=("--disk", f"path={imgs[0]}"), sec_extra=("--disk", f"path={imgs[1]}"),
+             **kw)
+    return p, imgs
+
+
+def test_torn_disk_apply_marks_the_standby_unusable(vmenv, procs, tmp_path):
+    """Defect 5: the disk apply fails half-way (EIO on the secondary's second staged write),
+    after the RAM of that checkpoint was applied. The standby is torn: it says so, and it never
+    takes over from it, not even when forced (the old code took over from the torn state)."""
+    p, _ = blkcheck_pair(vmenv, procs, tmp_path,
+                         sec_env={"TANDEM_COLO_FAULT": "s-disk-apply:0:eio"})
+    p.start(wait=False)
+    p.sec.wait_for(r"applied only in part", timeout=60)
+    st = colo_status(p.sq)
+    assert st["unusable"] is True and st["armed"] is False, st
+    assert p.pq.wait_event("COLO_EXIT", timeout=60)["data"]["mode"] == "primary"
+    p.pri.kill(signal.SIGKILL)
+    assert_never_takes_over_guest(p)
+    r = p.sq.execute("x-colo-lost-heartbeat", {"force": True})
+    assert "error" in r and "unusable" in r["error"]["desc"], r
+    assert_never_takes_over_guest(p, settle=0.5)
+
+
+def assert_never_takes_over_guest(p, settle=1.0):
+    time.sleep(settle)
+    assert "ack gen=" not in p.sec.text and "tick" not in p.sec.text
+    assert p.sq.cmd("query-status")["status"] != "running"
+
+
+def test_bad_device_state_is_rejected_with_no_device_changed(vmenv, procs):
+    """Defect 5: checkpoint 4's device buffer passes its checksum but its last section cannot
+    be loaded. The devices loaded before it are put back: the checkpoint is rejected whole and
+    the standby keeps checkpoint 3, from which a forced takeover runs cleanly."""
+    p = Pair(vmenv, procs, pri_env={"TANDEM_COLO_FAULT": "p-before-size:4:baddev"})
+    p.start(wait=False)
+    p.sec.wait_for(r"devices restored to the last checkpoint", timeout=60)
+    st = wait_disarmed(p)
+    assert st["last-good-checkpoint"] == 3 and st["unusable"] is False, st
+    p.pri.kill(signal.SIGKILL)
+    p.sq.cmd("x-colo-lost-heartbeat", {"force": True})
+    assert_runs_on(p.sec, p.sq)
+
+
+def test_foreign_section_in_the_ram_segment_never_reaches_the_disk(vmenv, procs, tmp_path):
+    """Defect 6: checkpoint 4's RAM segment carries a disk-sync write (a marker at sector 0)
+    and then fails its checksum. Only RAM and disk-log records are accepted there, and nothing
+    before the checksum verifies: the secondary's image never sees the marker (the old loader
+    wrote it at once)."""
+    p, (_, sec_img) = blkcheck_pair(vmenv, procs, tmp_path,
+                                    pri_env={"TANDEM_COLO_FAULT": "p-before-send:4:inject"})
+    p.start(wait=False)
+    p.sq.wait_event("COLO_EXIT", timeout=60)
+    assert "disk-sync" in p.sec.text
+    wait_disarmed(p)
+    with open(sec_img, "rb") as f:
+        assert b"TANDEM-INJECTED" not in f.read()
+    assert colo_status(p.sq)["last-good-checkpoint"] == 3
