@@ -41,6 +41,10 @@ def main():
                 kill_at.append(float(line.split()[1]))
         os.kill(os.getpid(), signal.SIGINT)  # load() ends cleanly on KeyboardInterrupt
 
+    # Our own SIGINT handler, whatever we inherited: a parent that was started in the
+    # background by a non-interactive shell passes SIGINT down ignored, and the load would
+    # never end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=stop_on_eof, daemon=True).start()
     client = Timed(timeout=0.05, retries=400)
     res = load(client, ops=0, nkeys=32, check=True, progress=1.0, out=sys.stdout)
