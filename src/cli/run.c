@@ -16,6 +16,7 @@
 #include "block/raw.h"
 #include "boot/multiboot.h"
 #include "cli/options.h"
+#include "cluster/cluster.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/vcpu.h"
@@ -42,6 +43,7 @@ struct run_opts {
     const char *qmp;
     const char *incoming;
     const char *colo_fence;
+    char cluster_group[CLUSTER_GROUP_MAX]; /* --cluster corosync: the CPG group, else "" */
     struct accel_config accel;
     uint64_t mem;
     long cpus;
@@ -79,6 +81,9 @@ static void run_usage(FILE *f)
         "      --colo-fence CMD  COLO: run CMD (sh -c, TANDEM_COLO_ROLE=primary|secondary) when\n"
         "                        the peer is lost; a secondary takes over, a primary runs on,\n"
         "                        only if it exits 0 (default: no fence; docs/colo.md)\n"
+        "      --cluster corosync[,group=NAME]  join corosync's CPG group NAME (default\n"
+        "                        tandem: name it after the VM) and follow votequorum; COLO's\n"
+        "                        failover policy then asks the cluster (default: off)\n"
         "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
         "      --no-reboot       exit instead of rebooting when the guest resets\n"
         "  -v, --verbose         more logging (repeat for debug); or TANDEM_LOG=error|warning|\n"
@@ -99,6 +104,7 @@ enum {
     OPT_DISK,
     OPT_NET,
     OPT_COLO_FENCE,
+    OPT_CLUSTER,
     OPT_ACCEL
 };
 
@@ -115,6 +121,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         {"net", required_argument, NULL, OPT_NET},
         {"incoming", required_argument, NULL, OPT_INCOMING},
         {"colo-fence", required_argument, NULL, OPT_COLO_FENCE},
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
         {"accel", required_argument, NULL, OPT_ACCEL},
         {"paused", no_argument, NULL, 'S'},
         {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
@@ -182,6 +189,14 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         case OPT_COLO_FENCE:
             o->colo_fence = optarg;
             break;
+        case OPT_CLUSTER: {
+            char msg[160];
+            if (cluster_parse(optarg, o->cluster_group, msg, sizeof(msg)) < 0) {
+                fprintf(stderr, "tandem run: %s\n", msg);
+                return 2;
+            }
+            break;
+        }
         case 'S':
             o->paused = true;
             break;
@@ -379,6 +394,12 @@ int run_main(int argc, char **argv)
             goto out_qmp;
     }
 
+    /* Before the loop runs (QMP serves) and the guest starts: corosync not running is an error. */
+    if (m->opts.cluster_group[0] &&
+        cluster_start(m->opts.cluster_group, colo_cluster_event, NULL, err, sizeof(err)) < 0) {
+        fprintf(stderr, "tandem run: --cluster: %s\n", err);
+        goto out_qmp;
+    }
     if (m->opts.incoming) {
         /* The state comes from the stream: no boot, vCPUs parked until it is applied. */
         m->vm.boot = NULL;
@@ -402,6 +423,8 @@ int run_main(int argc, char **argv)
         status = 0;
 
 out_qmp:
+    /* No cluster event reaches COLO from here on. */
+    cluster_stop();
     migration_destroy(&m->mig);
     vm_shutdown_vcpus(&m->vm);
     /* The threads are gone: their last notifications (SHUTDOWN, state) reach QMP, and none is

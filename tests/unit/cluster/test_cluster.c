@@ -2,7 +2,8 @@
  * a network namespace of its own (libqb's IPC sockets are abstract, hence per netns; a mount
  * namespace gives it a /run of its own for its pid lock): no corosync refuses clearly; connect
  * (up, quorate, node 1); a second member (cluster_probe) and its pid on both sides; another
- * group does not count; leave and rejoin; a member killed (-9); corosync killed (-9): up=false,
+ * group does not count; leave and rejoin; `tandem run --cluster` (refused without corosync, a
+ * member with it, leaving when stopped); a member killed (-9); corosync killed (-9): up=false,
  * and back when it is restarted, with a leave asked while it was down kept; stop.
  *
  * Needs root (unshare), corosync; else those tests are skipped. Nothing asserts on elapsed time:
@@ -46,7 +47,7 @@ static struct {
     char why[256]; /* why the corosync tests are skipped */
     char dir[64];
     char conf[128];
-    const char *corosync, *probe;
+    const char *corosync, *probe, *tandem;
     pid_t cs; /* corosync, 0 when not running */
 } env;
 
@@ -101,9 +102,13 @@ static void env_setup(void)
     FILE *f;
 
     env.probe = getenv("CLUSTER_PROBE");
+    env.tandem = getenv("TANDEM");
     env.corosync = find_corosync();
-    if (!env.probe || !env.corosync) {
-        snprintf(env.why, sizeof(env.why), "no %s", !env.probe ? "CLUSTER_PROBE" : "corosync");
+    if (!env.probe || !env.tandem || !env.corosync) {
+        snprintf(env.why, sizeof(env.why), "no %s",
+                 !env.probe    ? "CLUSTER_PROBE"
+                 : !env.tandem ? "TANDEM"
+                               : "corosync");
         return;
     }
     if (unshare(CLONE_NEWNET) < 0) {
@@ -462,6 +467,45 @@ static bool ppred_alone(const struct pview *v, long arg)
     return v->up && v->quorate && v->joined && v->npeers == 0;
 }
 
+/* ---- tandem run --cluster ---- */
+
+/* `tandem run --cluster corosync,group=G` on a VM waiting for an incoming migration (no guest
+ * needed); its stderr goes to *errfd. */
+static pid_t tandem_start(const char *group, int *errfd)
+{
+    char spec[64];
+    int e[2];
+    pid_t pid;
+
+    snprintf(spec, sizeof(spec), "corosync,group=%s", group);
+    assert_int_equal(pipe2(e, O_CLOEXEC), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(e[1], 2) < 0)
+            _exit(126);
+        execl(env.tandem, env.tandem, "run", "--cluster", spec, "--incoming", "defer", "--accel",
+              "emu", "--serial", "none", "-m", "16M", (char *)NULL);
+        _exit(127);
+    }
+    close(e[1]);
+    *errfd = e[0];
+    return pid;
+}
+
+/* Everything left on fd, until EOF (the process is gone). */
+static void read_all(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    ssize_t r;
+
+    while (n + 1 < size && (r = read(fd, buf + n, size - n - 1)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+    close(fd);
+}
+
 /* ---- tests ---- */
 
 static void test_parse(void **state)
@@ -516,6 +560,24 @@ static void test_no_corosync(void **state)
     assert_non_null(strstr(err, "is corosync running?"));
     assert_int_equal(rec.calls, 0);
     assert_int_equal(cluster_leave_group(), -ENOTCONN);
+}
+
+/* tandem run --cluster without corosync: a clear error at start, exit status 1. */
+static void test_cli_no_corosync(void **state)
+{
+    char out[2048];
+    int errfd, st;
+    pid_t pid;
+
+    NEED_COROSYNC();
+    pid = tandem_start(GROUP, &errfd);
+    read_all(errfd, out, sizeof(out));
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    print_message("tandem: %s", out);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_non_null(strstr(out, "tandem run: --cluster: cannot connect to corosync"));
+    assert_non_null(strstr(out, "is corosync running?"));
 }
 
 static void test_connect(void **state)
@@ -647,6 +709,33 @@ static void test_corosync_lost_and_back(void **state)
     wait_view(pred_member_alone, 0, "the probe gone", NULL);
 }
 
+/* tandem run --cluster joins the group named; stopped, it leaves it (not just dies). */
+static void test_cli(void **state)
+{
+    struct probe p;
+    struct pview pv;
+    char out[4096], s[64];
+    int errfd, st;
+    pid_t pid;
+
+    NEED_COROSYNC();
+    probe_start(&p, GROUP "-cli");
+    probe_wait(&p, ppred_alone, 0, "joined alone", NULL);
+    pid = tandem_start(GROUP "-cli", &errfd);
+    probe_wait(&p, ppred_peer, pid, "tandem as its peer", &pv);
+    kill(pid, SIGTERM);
+    read_all(errfd, out, sizeof(out));
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 128 + SIGTERM);
+    probe_wait(&p, ppred_alone, 0, "tandem gone", &pv);
+    snprintf(s, sizeof(s), "peer 1/%d left the group (left)", (int)pid);
+    assert_string_equal(pv.what, s);
+    probe_reap(&p, SIGKILL);
+    if (strstr(out, "error"))
+        fail_msg("tandem said: %s", out);
+}
+
 static int count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -697,7 +786,9 @@ int main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_not_started),
         cmocka_unit_test(test_no_corosync),
+        cmocka_unit_test(test_cli_no_corosync),
         cmocka_unit_test(test_connect),
+        cmocka_unit_test(test_cli),
         cmocka_unit_test(test_peer),
         cmocka_unit_test(test_leave_rejoin),
         cmocka_unit_test(test_corosync_lost_and_back),
