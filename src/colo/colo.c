@@ -27,7 +27,7 @@
 #include "core/loop.h"
 #include "migration/migrate.h"
 
-/* .cond is set up by colo_cond_once (CLOCK_MONOTONIC), before its first use. */
+/* .cond is set up by colo_cond_init (CLOCK_MONOTONIC), before its first use. */
 struct colo colo_state = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
 
 static pthread_once_t cond_once = PTHREAD_ONCE_INIT;
@@ -48,7 +48,7 @@ static void cond_init(void)
         pthread_cond_init(&colo_state.cond, NULL);
 }
 
-static void colo_cond_once(void)
+void colo_cond_init(void)
 {
     pthread_once(&cond_once, cond_init);
 }
@@ -99,7 +99,7 @@ unsigned long long colo_unix_us(void)
 
 void colo_init(struct migration *m, struct vm *vm)
 {
-    colo_cond_once();
+    colo_cond_init();
     colo_state.m = m;
     colo_state.vm = vm;
     m->colo = &colo_state;
@@ -168,7 +168,7 @@ int colo_request_failover(enum colo_reason why, bool force, char *err, size_t er
     struct colo *c = &colo_state;
     int r;
 
-    colo_cond_once();
+    colo_cond_init();
     pthread_mutex_lock(&c->lock);
     r = request_failover_locked(c, why, force, err, errlen);
     if (!r && force && c->mode == COLO_MODE_SECONDARY && !c->armed)
@@ -182,7 +182,7 @@ void colo_request_checkpoint(void)
 {
     struct colo *c = &colo_state;
 
-    colo_cond_once();
+    colo_cond_init();
     pthread_mutex_lock(&c->lock);
     c->checkpoint_requested = true;
     pthread_cond_broadcast(&c->cond);
@@ -193,7 +193,7 @@ void colo_request_leave(const char *why)
 {
     struct colo *c = &colo_state;
 
-    colo_cond_once();
+    colo_cond_init();
     pthread_mutex_lock(&c->lock);
     if (c->mode == COLO_MODE_PRIMARY && !c->leave_requested) {
         c->leave_requested = true;
@@ -293,13 +293,20 @@ void colo_query_policy(struct colo_policy_state *ps)
 {
     struct colo *c = &colo_state;
 
-    colo_cond_once();
+    colo_cond_init();
     pthread_mutex_lock(&c->lock);
     ps->armed = c->mode == COLO_MODE_SECONDARY && c->armed && !c->unusable;
     ps->unusable = c->unusable;
     ps->fenced = c->fenced;
     ps->last_good = c->last_good;
     memcpy(ps->decision, c->decision, sizeof(ps->decision));
+    ps->cluster = c->cluster;
+    ps->quorate = c->quorate;
+    ps->cluster_nodes = c->cluster_nodes;
+    ps->cluster_npeers = c->cluster_npeers;
+    ps->cluster_joined = c->cluster_joined;
+    ps->cluster_nodeid = c->cluster_nodeid;
+    memcpy(ps->cluster_last, c->cluster_last, sizeof(ps->cluster_last));
     pthread_mutex_unlock(&c->lock);
 }
 

@@ -24,6 +24,7 @@ struct stream_loader;
 struct devstate;
 struct vm;
 struct serial_state;
+struct cluster_view;
 
 enum colo_mode { COLO_MODE_NONE = 0, COLO_MODE_PRIMARY, COLO_MODE_SECONDARY };
 /* QAPI COLOExitReason */
@@ -90,6 +91,11 @@ struct colo {
     uint64_t last_good;   /* secondary: the last checkpoint applied whole */
     char decision[224];   /* the last failover decision and why (query-colo-status) */
     struct hb_params hbp; /* this session's heartbeat settings and token, from the stream */
+    /* Cluster mode (--cluster corosync, quorum.c): the latest view. */
+    bool cluster, quorate, quorum_lost, cluster_joined;
+    unsigned cluster_nodes, cluster_npeers;
+    uint32_t cluster_nodeid;
+    char cluster_last[96];
     /* Main-loop notification: COLO_EXIT. */
     void (*exit_event)(void *opaque, enum colo_mode mode, enum colo_reason reason);
     void *event_opaque;
@@ -116,10 +122,16 @@ void colo_request_leave(const char *why);
 /* Snapshot of the state for query-colo-status (p99 computed here). */
 void colo_query(enum colo_mode *mode, enum colo_mode *last_mode, enum colo_reason *reason,
                 struct colo_stats *st, uint64_t *p99_us, uint64_t *mean_us);
+/* Cluster mode: every change of quorum or of the VM's CPG group (a cluster_fn, quorum.c). */
+void colo_cluster_event(void *opaque, const struct cluster_view *v, const char *what);
 /* The failover policy's state, for query-colo-status. */
 struct colo_policy_state {
     bool armed, unusable, fenced;
     uint64_t last_good;
     char decision[224];
+    bool cluster, quorate, cluster_joined;
+    unsigned cluster_nodes, cluster_npeers;
+    uint32_t cluster_nodeid;
+    char cluster_last[96];
 };
 void colo_query_policy(struct colo_policy_state *ps);

@@ -16,6 +16,16 @@
  * (docs/colo.md, "Limits"). */
 #define COLO_START_TIMEOUT 10000
 
+/* Cluster mode: how long a secondary that lost its primary waits for the cluster to show the
+ * primary gone from the group (corosync notices a dead node within its token timeout). */
+#define COLO_CLUSTER_GRACE_MS 5000
+
+/* The engine's condition variable on CLOCK_MONOTONIC, once (idempotent). */
+void colo_cond_init(void);
+/* Secondary, cluster mode, before a takeover the policy allows: 0 once this partition is
+ * quorate and the primary left the group; -EPERM (disarmed, decision recorded) otherwise. */
+int colo_quorum_gate(struct colo *c);
+
 /* Wall-clock microseconds, for logs that are compared with packet captures (and the
  * last-failover-unix-ms timestamp); never used to time anything: that is now_ns(), monotonic. */
 unsigned long long colo_unix_us(void);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cluster/cluster.h"
 #include "colo/colo_int.h"
 #include "colo/craft.h"
 #include "colo/devices.h"
@@ -197,6 +198,11 @@ static int primary_checkpoint(struct primary *p)
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_RECEIVED);
     if (r)
         return r;
+    pthread_mutex_lock(&c->lock);
+    r = c->quorum_lost ? -ENOLINK : 0; /* lost quorum: nothing more leaves */
+    pthread_mutex_unlock(&c->lock);
+    if (r)
+        return r;
     /* The secondary holds checkpoint N: what the guest sent before it may leave. */
     log_debug("colo: checkpoint %llu received at %llu", (unsigned long long)p->n, colo_unix_us());
     colo_devices_release(c, epoch);
@@ -220,11 +226,11 @@ static bool primary_wait(struct colo *c, uint64_t due_ns)
 
     pthread_mutex_lock(&c->lock);
     /* due_ns is on the monotonic clock (now_ns), and so is the wait. */
-    while (!c->failover_requested && !c->leave_requested && !c->checkpoint_requested &&
-           now_ns() < due_ns)
+    while (!c->failover_requested && !c->leave_requested && !c->quorum_lost &&
+           !c->checkpoint_requested && now_ns() < due_ns)
         colo_cond_wait_until(c, due_ns);
     c->checkpoint_requested = false;
-    if (c->failover_requested || c->leave_requested)
+    if (c->failover_requested || c->leave_requested || c->quorum_lost)
         go = false;
     pthread_mutex_unlock(&c->lock);
     return go;
@@ -253,10 +259,11 @@ static int open_heartbeat_primary(struct colo *c, struct migration *m)
 }
 
 /* Why the primary leaves COLO; the order is the order of precedence. */
-enum leave_cause { LEAVE_TOOK_OVER, LEAVE_REQUEST, LEAVE_LOST, LEAVE_ERROR };
+enum leave_cause { LEAVE_TOOK_OVER, LEAVE_QUORUM, LEAVE_REQUEST, LEAVE_LOST, LEAVE_ERROR };
 
-static const char *const leave_names[] = {"the secondary took over", "operator request",
-                                          "the secondary is lost", "replication failed"};
+static const char *const leave_names[] = {"the secondary took over", "quorum lost",
+                                          "operator request", "the secondary is lost",
+                                          "replication failed"};
 
 /*
  * The failover policy, primary side (docs/colo.md). Output the secondary never acknowledged is
@@ -305,8 +312,8 @@ static void primary_leave(struct primary *p)
             /* No answer. The heartbeat thread's verdict decides: the peer's silence (lost)
              * or its TAKEOVER (a stalled thread judges when it runs again). */
             wait_hb_verdict(c);
-            if (leave_cause_now(c) == LEAVE_TOOK_OVER)
-                cause = LEAVE_TOOK_OVER;
+            if (leave_cause_now(c) <= LEAVE_QUORUM)
+                cause = leave_cause_now(c);
             else if (cause == LEAVE_ERROR)
                 cause = LEAVE_LOST; /* it is gone or cut off */
         }
@@ -318,8 +325,16 @@ static void primary_leave(struct primary *p)
     case LEAVE_LOST:
         /* Queued for a secondary that is only frozen: when it thaws it reads this first. */
         heartbeat_leave(&c->hb, (uint32_t)cause, 0);
-        if (c->fence_cmd)
+        if (c->cluster) {
+            pthread_mutex_lock(&c->lock);
+            serve = c->quorate; /* quorum arbitrates: the quorate side serves */
+            pthread_mutex_unlock(&c->lock);
+        }
+        if (serve && c->fence_cmd)
             serve = colo_run_fence(c, "primary") == 0;
+        break;
+    case LEAVE_QUORUM:
+        serve = false;
         break;
     case LEAVE_TOOK_OVER:
         serve = false;
@@ -330,6 +345,8 @@ static void primary_leave(struct primary *p)
         /* Our partner may be serving now: never again a frame from here. */
         vm_pause(p->vm);
         vm_hold_stopped(p->vm, VM_PAUSED);
+        if (c->cluster)
+            cluster_leave_group(); /* a survivor in our partition may take over now */
     }
     discarded = release ? 0 : colo_devices_discard(c);
     colo_devices_primary_stop(c, p->vm);
@@ -362,7 +379,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     c->failover_requested = c->force = c->leave_requested = false;
     c->checkpoint_requested = false;
     c->peer_left = c->peer_took_over = c->hb_ended = false;
-    c->armed = c->unusable = c->fenced = false;
+    c->armed = c->unusable = c->fenced = c->quorum_lost = false;
     c->decision[0] = 0;
     c->fd = fd;
     memset(&c->stats, 0, sizeof(c->stats));

@@ -314,6 +314,12 @@ static void standby(struct secondary *s)
             pthread_cond_wait(&c->cond, &c->lock);
         }
         pthread_mutex_unlock(&c->lock);
+        if (c->cluster && !c->force && colo_quorum_gate(c)) {
+            pthread_mutex_lock(&c->lock);
+            c->failover_requested = false;
+            pthread_mutex_unlock(&c->lock);
+            continue;
+        }
         if (!c->fence_cmd || colo_run_fence(c, "secondary") == 0)
             return;
         /* Split brain is worse than a stopped standby: stay as we are, disarmed. An operator
