@@ -8,6 +8,7 @@ PKGS=(
   python3 python3-pytest
   qemu-system-x86
   iproute2 iputils-ping tcpdump bridge-utils netcat-openbsd
+  corosync libcpg-dev libvotequorum-dev libquorum-dev libcorosync-common-dev util-linux
 )
 
 missing=()
