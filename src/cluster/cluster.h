@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #define CLUSTER_MAX_PEERS     8
+#define CLUSTER_MAX_NODES     32
 #define CLUSTER_GROUP_MAX     128 /* CPG_MAX_NAME_LENGTH, with the NUL */
 #define CLUSTER_DEFAULT_GROUP "tandem"
 
@@ -34,8 +35,16 @@ struct cluster_view {
     unsigned npeers; /* OTHER members of our CPG group (tandem processes of this VM), on any
                       * node of our partition; at most CLUSTER_MAX_PEERS (more are logged) */
     uint32_t peer_nodeid[CLUSTER_MAX_PEERS], peer_pid[CLUSTER_MAX_PEERS];
+    /* votequorum's member nodes of our partition, from the same notification as quorate: a
+     * node's absence here (with quorate) is evidence that it is in another partition. */
+    uint32_t node_id[CLUSTER_MAX_NODES];
+    /* The last other member that left the group and why: a process that stopped (left or
+     * died) while its node stayed, or a node that went (CLUSTER_GONE_*). */
+    uint32_t gone_nodeid, gone_pid, gone_reason;
     uint64_t seq; /* +1 on every change (every call of the callback) */
 };
+
+enum { CLUSTER_GONE_NONE = 0, CLUSTER_GONE_PROCESS, CLUSTER_GONE_NODE };
 
 /* Called on the cluster thread, never with a lock of ours held (it may call cluster_get,
  * cluster_leave_group, cluster_rejoin_group). what: the change in words, for the log ("quorum

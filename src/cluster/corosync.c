@@ -175,6 +175,14 @@ static void on_confchg(cpg_handle_t h, const struct cpg_name *group,
         cl.cur.peer_nodeid[i] = cl.cur.peer_pid[i] = 0;
     cl.cur.npeers = n;
     cl.cur.joined = found;
+    for (size_t i = 0; i < nleft; i++) {
+        if (is_us(&left[i]))
+            continue;
+        cl.cur.gone_nodeid = left[i].nodeid;
+        cl.cur.gone_pid = left[i].pid;
+        cl.cur.gone_reason =
+            left[i].reason == CPG_REASON_NODEDOWN ? CLUSTER_GONE_NODE : CLUSTER_GONE_PROCESS;
+    }
     if (!found && !cl.pidns_warned) {
         /* Our join was confirmed to us, yet (node, pid) is not among the members. */
         log_warn("cluster: this process (node %u, pid %d) is not in group %.*s's member list: "
@@ -221,8 +229,13 @@ static void on_quorum(votequorum_handle_t h, uint64_t ctx, uint32_t quorate, uin
     bool wasq = cl.cur.quorate;
 
     for (uint32_t i = 0; i < n; i++)
-        if (nodes[i].state == VOTEQUORUM_NODESTATE_MEMBER)
+        if (nodes[i].state == VOTEQUORUM_NODESTATE_MEMBER) {
+            if (members < CLUSTER_MAX_NODES)
+                cl.cur.node_id[members] = nodes[i].nodeid;
             members++;
+        }
+    for (unsigned i = members; i < CLUSTER_MAX_NODES; i++)
+        cl.cur.node_id[i] = 0;
     cl.cur.nodes = members;
     cl.cur.quorate = quorate != 0;
     if (cl.quiet)

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "colo/cache.h"
 #include "colo/heartbeat.h"
 #include "colo/outbuf.h"
@@ -24,7 +25,6 @@ struct stream_loader;
 struct devstate;
 struct vm;
 struct serial_state;
-struct cluster_view;
 
 enum colo_mode { COLO_MODE_NONE = 0, COLO_MODE_PRIMARY, COLO_MODE_SECONDARY };
 /* QAPI COLOExitReason */
@@ -96,6 +96,8 @@ struct colo {
     unsigned cluster_nodes, cluster_npeers;
     uint32_t cluster_nodeid;
     char cluster_last[96];
+    struct cluster_view cv;               /* the latest view, whole */
+    uint32_t partner_nodeid, partner_pid; /* the other member of the group: our peer */
     /* Main-loop notification: COLO_EXIT. */
     void (*exit_event)(void *opaque, enum colo_mode mode, enum colo_reason reason);
     void *event_opaque;

@@ -17,14 +17,20 @@
 #define COLO_START_TIMEOUT 10000
 
 /* Cluster mode: how long a secondary that lost its primary waits for the cluster to show the
- * primary gone from the group (corosync notices a dead node within its token timeout). */
-#define COLO_CLUSTER_GRACE_MS 5000
+ * primary out of its partition (corosync needs its token timeout and a new membership: 2-7 s
+ * measured in the lab on a loaded machine). */
+#define COLO_CLUSTER_GRACE_MS 10000
 
 /* The engine's condition variable on CLOCK_MONOTONIC, once (idempotent). */
 void colo_cond_init(void);
 /* Secondary, cluster mode, before a takeover the policy allows: 0 once this partition is
  * quorate and the primary left the group; -EPERM (disarmed, decision recorded) otherwise. */
 int colo_quorum_gate(struct colo *c);
+/* Primary, cluster mode, its secondary lost: holds until the cluster decides; true when this
+ * partition is quorate and the secondary provably out of it (its node elsewhere, or its process
+ * gone), false when quorum is lost. No deadline: a secondary that still sees us disarms after
+ * COLO_CLUSTER_GRACE_MS and leaves the group, which decides it. */
+bool colo_quorum_gate_primary(struct colo *c);
 
 /* Wall-clock microseconds, for logs that are compared with packet captures (and the
  * last-failover-unix-ms timestamp); never used to time anything: that is now_ns(), monotonic. */

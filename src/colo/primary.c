@@ -325,11 +325,8 @@ static void primary_leave(struct primary *p)
     case LEAVE_LOST:
         /* Queued for a secondary that is only frozen: when it thaws it reads this first. */
         heartbeat_leave(&c->hb, (uint32_t)cause, 0);
-        if (c->cluster) {
-            pthread_mutex_lock(&c->lock);
-            serve = c->quorate; /* quorum arbitrates: the quorate side serves */
-            pthread_mutex_unlock(&c->lock);
-        }
+        if (c->cluster)
+            serve = colo_quorum_gate_primary(c); /* quorum arbitrates; output stays held */
         if (serve && c->fence_cmd)
             serve = colo_run_fence(c, "primary") == 0;
         break;
