@@ -14,6 +14,9 @@ import time
 import pytest
 
 import cluster_lab
+
+# The lab runs no tandem: one pass is enough (the sanitizer pass skips what is marked slow).
+pytestmark = pytest.mark.slow
 from cluster_lab import HOSTS, NODEID, lab  # noqa: F401
 from harness import Proc
 
