@@ -89,6 +89,27 @@ struct cdisk {
 static struct cdisk disks[MAX_DISKS];
 static unsigned ndisks;
 
+/* The initial sync's figures: written by the migration thread, read by QMP. */
+static pthread_mutex_t sync_stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct colo_disk_sync_stats sync_stats;
+
+static void sync_stats_add(uint64_t chunks, uint64_t differ, uint64_t sent, uint64_t bytes)
+{
+    pthread_mutex_lock(&sync_stats_lock);
+    sync_stats.chunks += chunks;
+    sync_stats.chunks_differ += differ;
+    sync_stats.chunks_sent += sent;
+    sync_stats.bytes_sent += bytes;
+    pthread_mutex_unlock(&sync_stats_lock);
+}
+
+void colo_disk_sync_stats(struct colo_disk_sync_stats *out)
+{
+    pthread_mutex_lock(&sync_stats_lock);
+    *out = sync_stats;
+    pthread_mutex_unlock(&sync_stats_lock);
+}
+
 static void wlog_free(struct wlog *l)
 {
     while (l->head) {
@@ -389,6 +410,9 @@ int colo_disk_send_hashes(struct vm *vm, int fd)
 
 int colo_disk_sync_begin(struct vm *vm, struct stream_reader *rp, char *err, size_t errlen)
 {
+    pthread_mutex_lock(&sync_stats_lock);
+    memset(&sync_stats, 0, sizeof(sync_stats));
+    pthread_mutex_unlock(&sync_stats_lock);
     scan(vm);
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
@@ -445,6 +469,7 @@ int colo_disk_sync_begin(struct vm *vm, struct stream_reader *rp, char *err, siz
             snprintf(err, errlen, "disk%u: hashing: %s", i, strerror(-r));
             return r;
         }
+        sync_stats_add(n, differ, 0, 0);
         log_info("colo: disk%u: %llu of %llu chunks differ", i, (unsigned long long)differ,
                  (unsigned long long)n);
     }
@@ -460,7 +485,7 @@ int colo_disk_sync_send(struct vm *vm, struct stream_writer *sw, bool final)
         return -ENOMEM;
     for (unsigned i = 0; i < ndisks; i++) {
         struct cdisk *d = &disks[i];
-        uint64_t size = d->blk->disk.size;
+        uint64_t size = d->blk->disk.size, at = sw_offset(sw), sent = 0;
         enum stream_tag tag = !d->sync_started ? STREAM_TAG_SECTION_START
                               : final          ? STREAM_TAG_SECTION_END
                                                : STREAM_TAG_SECTION_PART;
@@ -487,9 +512,11 @@ int colo_disk_sync_send(struct vm *vm, struct stream_writer *sw, bool final)
             sw_put_u64(sw, off);
             sw_put_u32(sw, len);
             sw_put_bytes(sw, buf, len);
+            sent++;
         }
         sw_put_u8(sw, REC_END);
         stream_put_section_footer(sw, SYNC_SECTION + i);
+        sync_stats_add(0, 0, sent, sw_offset(sw) - at);
         if (final) {
             /* The hand-over: from tracking straight to logging epoch 1, in one critical
              * section, so a write served after this (dev_lock is released before COLO starts)

@@ -78,3 +78,14 @@ void colo_disk_discard(struct vm *vm);
 int colo_disk_apply(struct vm *vm, uint64_t n);
 /* Secondary: sync the initial image after the precopy. */
 int colo_disk_sync_done(struct vm *vm);
+
+/* Primary: the figures of the initial sync in progress or last run (all disks together), for
+ * query-migrate's "colo-disk": what a re-protection costs. Zeroed by colo_disk_sync_begin. */
+struct colo_disk_sync_stats {
+    uint64_t chunks;        /* COLO_DISK_CHUNK chunks of every disk */
+    uint64_t chunks_differ; /* their hashes differed (logged: "disk%u: N of M chunks differ") */
+    uint64_t chunks_sent;   /* chunk records sent: the differing ones, and those the guest wrote
+                               during the sync (a chunk may be sent more than once) */
+    uint64_t bytes_sent;    /* bytes of the disk-sync sections in the stream */
+};
+void colo_disk_sync_stats(struct colo_disk_sync_stats *out);

@@ -157,6 +157,7 @@ struct outgoing {
     struct stream_writer sw;
     struct stream_reader rp; /* the return path */
     struct ram_source src;
+    int fd;               /* connected by the caller (migrate_start_fd), else -1 */
     unsigned long *dirty; /* pages to send */
     uint64_t npages;
     bool to_file;
@@ -201,28 +202,32 @@ static int send_progress(void *opaque)
     return 0;
 }
 
-/* Send every page set in o->dirty (clearing it), counting zero and normal pages. */
-static int send_dirty(struct outgoing *o)
+/* Send every page set in o->dirty (clearing it), counting zero, normal and skipped pages. */
+static int send_dirty(struct outgoing *o, unsigned flags)
 {
-    struct ramsend_stats st = {0, 0};
-    int r = ram_send_bitmap(&o->sw, &o->src, o->dirty, o->npages, &st, send_progress, o);
+    struct ramsend_stats st = {0};
+    int r =
+        ram_send_bitmap_flags(&o->sw, &o->src, o->dirty, o->npages, flags, &st, send_progress, o);
 
     pthread_mutex_lock(&o->m->lock);
     o->m->stats.duplicate += st.zero;
     o->m->stats.normal += st.normal;
     o->m->stats.normal_bytes += st.normal * PAGE_SIZE;
+    o->m->stats.zero_skipped += st.skipped;
     o->m->stats.transferred = sw_offset(&o->sw);
     pthread_mutex_unlock(&o->m->lock);
     return r;
 }
 
-/* A RAM section (START, PART or END) carrying the pages in o->dirty. */
+/* A RAM section (START, PART or END) carrying the pages in o->dirty. The first round (START)
+ * leaves zero pages out: every destination is a fresh process whose RAM reads as zero (it is
+ * never booted, migrate_incoming_start), so a ZERO record would only allocate its page. */
 static int send_ram_section(struct outgoing *o, enum stream_tag type)
 {
     int r = ram_save_open(&o->sw, type, RAM_SECTION_ID, "ram", 0, &o->src);
 
     if (!r)
-        r = send_dirty(o);
+        r = send_dirty(o, type == STREAM_TAG_SECTION_START ? RAMSEND_SKIP_ZERO : 0);
     if (!r)
         r = ram_save_close(&o->sw, RAM_SECTION_ID, RAM_END_ROUND);
     if (!r)
@@ -247,6 +252,21 @@ static void skip_holes(struct vm *vm, unsigned long *bitmap)
             bitmap_clear_bit(bitmap, p);
         pos = data;
     }
+}
+
+/* The initial disk sync's figures so far, for query-migrate (COLO with disks only). */
+static void note_disk_sync(struct outgoing *o)
+{
+    struct colo_disk_sync_stats ds;
+
+    colo_disk_sync_stats(&ds);
+    pthread_mutex_lock(&o->m->lock);
+    o->m->stats.colo_disk = true;
+    o->m->stats.disk_chunks = ds.chunks;
+    o->m->stats.disk_chunks_differ = ds.chunks_differ;
+    o->m->stats.disk_chunks_sent = ds.chunks_sent;
+    o->m->stats.disk_bytes_sent = ds.bytes_sent;
+    pthread_mutex_unlock(&o->m->lock);
 }
 
 /* Waits for the destination's LOADED message on the return path. The reader reads ahead, so
@@ -310,6 +330,8 @@ static int run_outgoing(struct outgoing *o, int fd)
             migration_set_error(m, "%s", err);
             goto out;
         }
+        if (o->disks)
+            note_disk_sync(o);
     }
 
     /* A snapshot is one consistent pass with the VM stopped; a migration starts live. */
@@ -346,8 +368,10 @@ static int run_outgoing(struct outgoing *o, int fd)
         o->iter_start_ns = now_ns();
         o->iter_start_bytes = sw_offset(&o->sw);
         r = send_ram_section(o, type);
-        if (!r && o->disks && type == STREAM_TAG_SECTION_START)
+        if (!r && o->disks && type == STREAM_TAG_SECTION_START) {
             r = colo_disk_sync_send(vm, &o->sw, false); /* the chunks that differ */
+            note_disk_sync(o);
+        }
         if (r)
             goto io_err;
         iters++;
@@ -413,8 +437,10 @@ static int run_outgoing(struct outgoing *o, int fd)
             goto io_err;
     }
     r = send_ram_section(o, STREAM_TAG_SECTION_END);
-    if (!r && o->disks)
+    if (!r && o->disks) {
         r = colo_handover_final(vm, &o->sw); /* chunks written meanwhile; then epoch logs */
+        note_disk_sync(o);
+    }
     if (r)
         goto io_err;
     r = devstate_capture(ds);
@@ -503,7 +529,7 @@ static void *outgoing_thread(void *arg)
     pthread_setname_np(pthread_self(), "mig/src");
     chan_parse_uri(m->uri, &u, err, sizeof(err));
     o->to_file = u.kind == CHAN_FILE;
-    fd = chan_connect(&u, CONNECT_TIMEOUT_MS, err, sizeof(err));
+    fd = o->fd >= 0 ? o->fd : chan_connect(&u, CONNECT_TIMEOUT_MS, err, sizeof(err));
     if (fd < 0) {
         migration_set_error(m, "%s", err);
         migration_set_status(m, MIG_FAILED);
@@ -522,13 +548,26 @@ static void *outgoing_thread(void *arg)
     return NULL;
 }
 
-int migrate_start(struct migration *m, const char *uri, char *err, size_t errlen)
+/* An incoming run that completed (the guest arrived, or the COLO secondary took over) has
+ * nothing left but closing its sockets: join its thread, and the VM may be a source in turn. */
+static void finish_incoming(struct migration *m)
+{
+    if (!m->incoming || migration_get_status(m) != MIG_COMPLETED || !m->thread_running)
+        return;
+    pthread_join(m->thread, NULL);
+    m->thread_running = false;
+    m->incoming = false;
+}
+
+static int start_outgoing(struct migration *m, const char *uri, int fd, char *err, size_t errlen)
 {
     struct outgoing *o;
     struct chan_uri u;
-    enum mig_status s = migration_get_status(m);
+    enum mig_status s;
     int r;
 
+    finish_incoming(m);
+    s = migration_get_status(m);
     if (m->incoming) {
         snprintf(err, errlen, "guest is still waiting for an incoming migration");
         return -EBUSY;
@@ -545,6 +584,10 @@ int migrate_start(struct migration *m, const char *uri, char *err, size_t errlen
         snprintf(err, errlen, "x-colo needs a tcp: or unix: URI (a file has no return path)");
         return -EINVAL;
     }
+    if (fd >= 0 && u.kind == CHAN_FILE) {
+        snprintf(err, errlen, "a connected socket cannot go to a file: URI");
+        return -EINVAL;
+    }
     if (m->thread_running) {
         pthread_join(m->thread, NULL);
         m->thread_running = false;
@@ -554,6 +597,7 @@ int migrate_start(struct migration *m, const char *uri, char *err, size_t errlen
         return -ENOMEM;
     o->m = m;
     o->vm = m->vm;
+    o->fd = fd;
     o->npages = m->vm->mem.npages;
     o->dirty = calloc(BITMAP_LONGS(o->npages), sizeof(unsigned long));
     if (!o->dirty) {
@@ -579,6 +623,20 @@ int migrate_start(struct migration *m, const char *uri, char *err, size_t errlen
     }
     m->thread_running = true;
     return 0;
+}
+
+int migrate_start(struct migration *m, const char *uri, char *err, size_t errlen)
+{
+    return start_outgoing(m, uri, -1, err, errlen);
+}
+
+int migrate_start_fd(struct migration *m, const char *uri, int fd, char *err, size_t errlen)
+{
+    int r = start_outgoing(m, uri, fd, err, errlen);
+
+    if (r)
+        close(fd); /* ours from the call on, as documented */
+    return r;
 }
 
 int migrate_cancel(struct migration *m)

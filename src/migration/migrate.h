@@ -76,6 +76,10 @@ struct mig_stats {
     uint64_t total_time_ms;
     uint64_t downtime_ms;
     uint64_t downtime_us;
+    uint64_t zero_skipped; /* zero pages left out of the first round (the destination is fresh) */
+    /* COLO's initial disk sync (colo/disk.h), when this run had one: query-migrate "colo-disk" */
+    bool colo_disk;
+    uint64_t disk_chunks, disk_chunks_differ, disk_chunks_sent, disk_bytes_sent;
 };
 
 struct migration {
@@ -109,8 +113,13 @@ struct migration {
 void migration_init(struct migration *m, struct vm *vm, struct loop *loop);
 void migration_destroy(struct migration *m);
 
-/* Start an outgoing migration to uri. Returns 0 or -errno with a message (QMP error). */
+/* Start an outgoing migration to uri. Returns 0 or -errno with a message (QMP error). A VM that
+ * arrived by an incoming migration (or a COLO secondary that took over) may be a source once
+ * that run completed. */
 int migrate_start(struct migration *m, const char *uri, char *err, size_t errlen);
+/* The same over fd, a socket already connected to uri (which the run owns from now on, also
+ * on failure); uri is still what a COLO primary connects to for the heartbeat. */
+int migrate_start_fd(struct migration *m, const char *uri, int fd, char *err, size_t errlen);
 int migrate_cancel(struct migration *m);
 /* Start listening (or open the snapshot file) and load in the background; the VM must be
  * created with start_paused and be in state inmigrate. */

@@ -3,11 +3,54 @@
 
 #include "core/mem.h"
 
-int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src, unsigned long *bitmap,
-                    uint64_t npages, struct ramsend_stats *st, int (*progress)(void *opaque),
-                    void *opaque)
+static bool page_zero(const struct ram_source *src, uint64_t p)
+{
+    return ram_is_zero(src->host + p * src->page_size, src->page_size);
+}
+
+/* Send pages [first, first + n); with skip_zero only its runs of non-zero pages. */
+static int send_run(struct stream_writer *sw, const struct ram_source *src, uint64_t first,
+                    uint64_t n, bool skip_zero, struct ramsend_stats *st)
+{
+    uint64_t end = first + n, p = first;
+
+    if (!skip_zero) {
+        for (uint64_t q = first; st && q < end; q++) {
+            if (page_zero(src, q))
+                st->zero++;
+            else
+                st->normal++;
+        }
+        return ram_save_pages(sw, src, first, n);
+    }
+    while (p < end) {
+        uint64_t start = p;
+
+        /* A page the guest writes after this test is dirty in the log: a later round sends
+         * it. One the guest zeroes before the copy still goes out right (as a ZERO record). */
+        while (p < end && page_zero(src, p))
+            p++;
+        if (st)
+            st->skipped += p - start;
+        start = p;
+        while (p < end && !page_zero(src, p))
+            p++;
+        if (p == start)
+            continue;
+        if (st)
+            st->normal += p - start;
+        if (ram_save_pages(sw, src, start, p - start))
+            return sw_error(sw);
+    }
+    return sw_error(sw);
+}
+
+int ram_send_bitmap_flags(struct stream_writer *sw, const struct ram_source *src,
+                          unsigned long *bitmap, uint64_t npages, unsigned flags,
+                          struct ramsend_stats *st, int (*progress)(void *opaque), void *opaque)
 {
     uint64_t nlongs = BITMAP_LONGS(npages);
+    bool skip_zero = flags & RAMSEND_SKIP_ZERO;
 
     for (uint64_t w = 0; w < nlongs; w++) {
         unsigned long bits = bitmap[w];
@@ -27,13 +70,7 @@ int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src, unsi
                 break;
             if (first + n > npages)
                 n = npages - first;
-            for (uint64_t p = first; st && p < first + n; p++) {
-                if (ram_is_zero(src->host + p * src->page_size, src->page_size))
-                    st->zero++;
-                else
-                    st->normal++;
-            }
-            if (ram_save_pages(sw, src, first, n))
+            if (send_run(sw, src, first, n, skip_zero, st))
                 return sw_error(sw);
         }
         if (progress && w % 64 == 63) {
@@ -43,4 +80,11 @@ int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src, unsi
         }
     }
     return sw_error(sw);
+}
+
+int ram_send_bitmap(struct stream_writer *sw, const struct ram_source *src, unsigned long *bitmap,
+                    uint64_t npages, struct ramsend_stats *st, int (*progress)(void *opaque),
+                    void *opaque)
+{
+    return ram_send_bitmap_flags(sw, src, bitmap, npages, 0, st, progress, opaque);
 }

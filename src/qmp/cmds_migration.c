@@ -100,7 +100,17 @@ static int cmd_query_migrate(void *opaque, struct json_object *args, struct json
     add_u64(ram, "dirty-sync-count", st.dirty_sync_count);
     add_u64(ram, "mbps", st.mbps);
     add_u64(ram, "page-size", 4096);
+    add_u64(ram, "x-zero-skipped", st.zero_skipped);
     json_object_object_add(o, "ram", ram);
+    if (st.colo_disk) {
+        /* tandem: COLO's initial disk sync, what a re-protection copies (docs/qmp.md) */
+        struct json_object *d = json_object_new_object();
+        add_u64(d, "chunks", st.disk_chunks);
+        add_u64(d, "chunks-differ", st.disk_chunks_differ);
+        add_u64(d, "chunks-sent", st.disk_chunks_sent);
+        add_u64(d, "bytes-sent", st.disk_bytes_sent);
+        json_object_object_add(o, "colo-disk", d);
+    }
     add_u64(o, "setup-time", st.setup_time_ms);
     if (s == MIG_COMPLETED || s == MIG_COLO) {
         add_u64(o, "total-time", st.total_time_ms);
