@@ -32,6 +32,8 @@
 #include "colo/colo.h"
 #include "colo/fault.h"
 #include "qmp/cmds_net.h"
+#include "qmp/cmds_reprotect.h"
+#include "colo/reprotect.h"
 #include "qmp/cmds_vm.h"
 #include "qmp/server.h"
 #include "virtio/virtio_mmio.h"
@@ -44,6 +46,7 @@ struct run_opts {
     const char *incoming;
     const char *colo_fence;
     char cluster_group[CLUSTER_GROUP_MAX]; /* --cluster corosync: the CPG group, else "" */
+    const char *colo_reprotect;
     struct accel_config accel;
     uint64_t mem;
     long cpus;
@@ -84,6 +87,10 @@ static void run_usage(FILE *f)
         "      --cluster corosync[,group=NAME]  join corosync's CPG group NAME (default\n"
         "                        tandem: name it after the VM) and follow votequorum; COLO's\n"
         "                        failover policy then asks the cluster (default: off)\n"
+        "      --colo-reprotect URI  COLO: whenever this VM runs unprotected after a failover\n"
+        "                        (it took over, or left COLO unfenced), connect to URI (tcp: or\n"
+        "                        unix:) every second and start a new session as primary when a\n"
+        "                        new secondary accepts (docs/colo.md, \"Re-protection\")\n"
         "  -S, --paused          start paused; `cont` over QMP starts the vCPUs\n"
         "      --no-reboot       exit instead of rebooting when the guest resets\n"
         "  -v, --verbose         more logging (repeat for debug); or TANDEM_LOG=error|warning|\n"
@@ -105,6 +112,7 @@ enum {
     OPT_NET,
     OPT_COLO_FENCE,
     OPT_CLUSTER,
+    OPT_COLO_REPROTECT,
     OPT_ACCEL
 };
 
@@ -122,6 +130,7 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
         {"incoming", required_argument, NULL, OPT_INCOMING},
         {"colo-fence", required_argument, NULL, OPT_COLO_FENCE},
         {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"colo-reprotect", required_argument, NULL, OPT_COLO_REPROTECT},
         {"accel", required_argument, NULL, OPT_ACCEL},
         {"paused", no_argument, NULL, 'S'},
         {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
@@ -197,6 +206,9 @@ static int parse_opts(int argc, char **argv, struct run_opts *o)
             }
             break;
         }
+        case OPT_COLO_REPROTECT:
+            o->colo_reprotect = optarg;
+            break;
         case 'S':
             o->paused = true;
             break;
@@ -386,7 +398,8 @@ int run_main(int argc, char **argv)
         }
         if (qmp_register_vm_commands(m->qmp, &m->vm) < 0 ||
             qmp_register_accel_commands(m->qmp, &m->vm) < 0 ||
-            qmp_register_net_commands(m->qmp, &m->vm) < 0)
+            qmp_register_net_commands(m->qmp, &m->vm) < 0 ||
+            qmp_register_reprotect_commands(m->qmp, &m->mig) < 0)
             goto out_qmp;
         qmp_attach_vm_events(m->qmp, &m->vm);
         if (qmp_register_migration_commands(m->qmp, &m->mig) < 0 ||
@@ -417,6 +430,12 @@ int run_main(int argc, char **argv)
     } else if (vm_start(&m->vm, m->opts.paused) < 0) {
         goto out_qmp;
     }
+    if (m->opts.colo_reprotect &&
+        colo_reprotect_auto_start(&m->mig, m->opts.colo_reprotect, err, sizeof(err)) < 0) {
+        fprintf(stderr, "tandem run: --colo-reprotect: %s\n", err);
+        status = 2;
+        goto out_qmp;
+    }
     loop_run(m->loop);
     status = atomic_load(&m->vm.exit_status);
     if (status < 0)
@@ -425,6 +444,7 @@ int run_main(int argc, char **argv)
 out_qmp:
     /* No cluster event reaches COLO from here on. */
     cluster_stop();
+    colo_reprotect_auto_stop(); /* before the migration it starts goes */
     migration_destroy(&m->mig);
     vm_shutdown_vcpus(&m->vm);
     /* The threads are gone: their last notifications (SHUTDOWN, state) reach QMP, and none is
