@@ -1,4 +1,5 @@
-/* ctl.c: `tandem ctl`: connect to a QMP socket, negotiate, run one command or print events.
+/* ctl.c: `tandem ctl`: connect to a QMP socket, negotiate, run one command or print events; and
+ * shortcuts for a COLO operator's steps (status, failover, reprotect, checkpoint).
  *
  *   client                                   server
  *     connect ───────────────────────────────>
@@ -40,7 +41,31 @@ struct ctl_opts {
     long timeout_ms; /* -1: not given */
     long count;      /* events: stop after this many; 0 = no limit */
     bool count_set;
+    bool force; /* failover --force */
+    bool json;  /* status --json */
 };
+
+/* The COLO operator's shortcuts: each is one QMP command (status: three of them). */
+struct shortcut {
+    const char *name;
+    const char *qmp; /* NULL: status */
+    bool takes_arg;  /* the positional after it is an argument (a URI), not JSON */
+};
+
+static const struct shortcut shortcuts[] = {
+    {"status", NULL, false},
+    {"failover", "x-colo-lost-heartbeat", false},
+    {"reprotect", "x-colo-reprotect", true},
+    {"checkpoint", "x-colo-checkpoint", false},
+};
+
+static const struct shortcut *find_shortcut(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof(shortcuts) / sizeof(shortcuts[0]); i++)
+        if (!strcmp(shortcuts[i].name, cmd))
+            return &shortcuts[i];
+    return NULL;
+}
 
 struct conn {
     int fd;
@@ -55,19 +80,36 @@ static void ctl_usage(FILE *f)
     fprintf(f,
             "Usage: tandem ctl --qmp PATH [--timeout S] COMMAND ['{JSON ARGUMENTS}']\n"
             "       tandem ctl --qmp PATH [--timeout S] events [--count N]\n"
+            "       tandem ctl --qmp PATH [--timeout S] status [--json]\n"
+            "       tandem ctl --qmp PATH [--timeout S] failover [--force]\n"
+            "       tandem ctl --qmp PATH [--timeout S] reprotect URI\n"
+            "       tandem ctl --qmp PATH [--timeout S] checkpoint\n"
             "\n"
             "Send one QMP command to a running tandem (or QEMU) and print its \"return\" value\n"
             "as pretty JSON; or print the events it sends, one JSON object per line.\n"
+            "\n"
+            "COLO shortcuts (tandem only; docs/colo.md):\n"
+            "  status          query-status, query-colo-status and query-migrate, summed up in\n"
+            "                  a few lines (--json: the three replies as one JSON object)\n"
+            "  failover        x-colo-lost-heartbeat: a secondary takes over, a primary leaves\n"
+            "                  COLO; --force takes over from a disarmed standby\n"
+            "  reprotect URI   x-colo-reprotect {\"uri\": URI}: this VM, running unprotected,\n"
+            "                  starts a new COLO session as primary toward the new secondary at\n"
+            "                  URI (tcp:HOST:PORT or unix:PATH); on a terminal, a progress bar\n"
+            "  checkpoint      x-colo-checkpoint: a checkpoint now (primary)\n"
             "\n"
             "  --qmp PATH      the QMP socket: unix:PATH or a plain PATH\n"
             "  --timeout S     seconds to wait for the connection and each reply (default 30);\n"
             "                  with `events`: how long to listen (default: until it closes)\n"
             "  --count N       with `events`: exit after N events\n"
+            "  --force         with `failover`: force the takeover\n"
+            "  --json          with `status`: print JSON\n"
             "  -h, --help      this text\n"
             "\n"
             "Examples: tandem ctl --qmp /run/vm.sock query-status\n"
             "          tandem ctl --qmp unix:/run/vm.sock stop\n"
             "          tandem ctl --qmp /run/vm.sock events --count 1 --timeout 10\n"
+            "          tandem ctl --qmp /run/vm.sock reprotect tcp:10.0.1.2:4444\n"
             "\n"
             "Exit status: 0 success; 1 the command failed (its error is printed on stderr), the\n"
             "connection failed or timed out; 2 bad usage.\n");
@@ -184,6 +226,10 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o)
             if (!v || errno || *end || o->count < 1)
                 return usage_error("--count needs a positive integer");
             o->count_set = true;
+        } else if (!strcmp(a, "--force")) {
+            o->force = true;
+        } else if (!strcmp(a, "--json")) {
+            o->json = true;
         } else {
             return usage_error("unknown option '%s'", a);
         }
@@ -196,6 +242,17 @@ static int parse_args(int argc, char **argv, struct ctl_opts *o)
         return usage_error("--count only goes with `events`");
     if (!strcmp(o->cmd, "events") && o->args_text)
         return usage_error("`events` takes no arguments");
+    if (o->force && strcmp(o->cmd, "failover"))
+        return usage_error("--force only goes with `failover`");
+    if (o->json && strcmp(o->cmd, "status"))
+        return usage_error("--json only goes with `status`");
+    if (find_shortcut(o->cmd)) {
+        const struct shortcut *sc = find_shortcut(o->cmd);
+        if (sc->takes_arg && !o->args_text)
+            return usage_error("`%s` needs a URI (tcp:HOST:PORT or unix:PATH)", o->cmd);
+        if (!sc->takes_arg && o->args_text)
+            return usage_error("`%s` takes no arguments", o->cmd);
+    }
     return 0;
 }
 
@@ -546,18 +603,132 @@ static int migrate_progress(struct conn *c, long ms)
     }
 }
 
+static const char *member_str(struct json_object *o, const char *k, const char *dflt)
+{
+    struct json_object *v;
+
+    return o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : dflt;
+}
+
+static bool member_bool(struct json_object *o, const char *k)
+{
+    struct json_object *v;
+
+    return o && json_object_object_get_ex(o, k, &v) && json_object_get_boolean(v);
+}
+
+/* `status`: what an operator asks first, from query-status, query-colo-status, query-migrate. */
+static void print_status(struct json_object *vm, struct json_object *colo, struct json_object *mig)
+{
+    struct json_object *st = NULL, *ram = NULL, *disk = NULL, *pause = NULL, *v;
+    const char *mode = member_str(colo, "mode", "none");
+    const char *mstatus = member_str(mig, "status", "none");
+
+    printf("vm:        %s\n", member_str(vm, "status", "unknown"));
+    if (colo)
+        json_object_object_get_ex(colo, "stats", &st);
+    if (st)
+        json_object_object_get_ex(st, "pause-ms", &pause);
+    if (!strcmp(mode, "none")) {
+        printf("colo:      none (last %s, reason %s)%s\n", member_str(colo, "last-mode", "none"),
+               member_str(colo, "reason", "none"),
+               member_bool(colo, "fenced") ? ", FENCED: must not serve" : "");
+    } else {
+        printf("colo:      %s, %llu checkpoints, pause p99 %s ms", mode,
+               (unsigned long long)member_u64(st, "checkpoints"),
+               pause && json_object_object_get_ex(pause, "p99", &v) ? json_object_get_string(v)
+                                                                    : "-");
+        if (!strcmp(mode, "secondary"))
+            printf(", %s%s, last good checkpoint %llu",
+                   member_bool(colo, "armed") ? "armed" : "disarmed",
+                   member_bool(colo, "unusable") ? ", UNUSABLE" : "",
+                   (unsigned long long)member_u64(colo, "last-good-checkpoint"));
+        printf("\n");
+    }
+    if (colo && json_object_object_get_ex(colo, "last-decision", &v) && v)
+        printf("decision:  %s\n", json_object_get_string(v));
+    printf("migration: %s", mstatus);
+    if (mig && json_object_object_get_ex(mig, "ram", &ram))
+        printf(", %.1f MiB sent", (double)member_u64(ram, "transferred") / (1 << 20));
+    if (mig && json_object_object_get_ex(mig, "colo-disk", &disk))
+        printf(", disk sync: %llu of %llu chunks differed, %.1f MiB sent",
+               (unsigned long long)member_u64(disk, "chunks-differ"),
+               (unsigned long long)member_u64(disk, "chunks"),
+               (double)member_u64(disk, "bytes-sent") / (1 << 20));
+    if (mig && json_object_object_get_ex(mig, "error-desc", &v))
+        printf(" (%s)", json_object_get_string(v));
+    printf("\n");
+    fflush(stdout);
+}
+
+static int run_status(struct conn *c, const struct ctl_opts *o, long ms)
+{
+    static const char *const cmds[] = {"query-status", "query-colo-status", "query-migrate"};
+    static const char *const keys[] = {"status", "colo", "migrate"};
+    struct json_object *r[3] = {NULL, NULL, NULL};
+    int status = 1;
+
+    for (int i = 0; i < 3; i++)
+        if (execute(c, cmds[i], NULL, CTL_CMD_ID, ms, &r[i]))
+            goto out;
+    if (o->json) {
+        struct json_object *all = json_object_new_object();
+        for (int i = 0; i < 3; i++)
+            json_object_object_add(all, keys[i], json_object_get(r[i]));
+        status = print_json(all, true);
+        json_object_put(all);
+    } else {
+        print_status(r[0], r[1], r[2]);
+        status = 0;
+    }
+out:
+    for (int i = 0; i < 3; i++)
+        json_object_put(r[i]);
+    return status;
+}
+
+/* failover, reprotect, checkpoint: the QMP command they stand for, its reply printed. */
+static int run_shortcut(struct conn *c, const struct ctl_opts *o, const struct shortcut *sc,
+                        long ms)
+{
+    struct json_object *args = json_object_new_object(), *ret = NULL;
+    int status;
+
+    if (!args) {
+        fprintf(stderr, "tandem ctl: out of memory\n");
+        return 1;
+    }
+    if (o->force)
+        json_object_object_add(args, "force", json_object_new_boolean(true));
+    if (sc->takes_arg)
+        json_object_object_add(args, "uri", json_object_new_string(o->args_text));
+    status = execute(c, sc->qmp, args, CTL_CMD_ID, ms, &ret);
+    json_object_put(args);
+    if (!status)
+        status = print_json(ret, true);
+    json_object_put(ret);
+    /* reprotect runs the initial precopy of a migration: follow it like `migrate`. */
+    if (!status && sc->takes_arg && isatty(STDERR_FILENO))
+        status = migrate_progress(c, ms);
+    return status;
+}
+
 int ctl_main(int argc, char **argv)
 {
     struct conn c = {.fd = -1};
     struct ctl_opts o;
     struct json_object *args = NULL, *greeting = NULL, *ret = NULL;
+    const struct shortcut *sc;
     long step_ms;
     int rc, status = 1;
 
     rc = parse_args(argc, argv, &o);
     if (rc)
         return rc == 1 ? 0 : rc;
-    if (o.args_text) {
+    sc = find_shortcut(o.cmd);
+    if (o.args_text && !sc) {
         const char *why = parse_object(o.args_text, &args);
 
         if (why)
@@ -586,6 +757,10 @@ int ctl_main(int argc, char **argv)
 
     if (!strcmp(o.cmd, "events")) {
         status = run_events(&c, &o);
+        goto out;
+    }
+    if (sc) {
+        status = sc->qmp ? run_shortcut(&c, &o, sc, step_ms) : run_status(&c, &o, step_ms);
         goto out;
     }
     if (execute(&c, o.cmd, args, CTL_CMD_ID, step_ms, &ret))
