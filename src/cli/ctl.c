@@ -647,6 +647,12 @@ static void print_status(struct json_object *vm, struct json_object *colo, struc
                    (unsigned long long)member_u64(colo, "last-good-checkpoint"));
         printf("\n");
     }
+    if (colo && json_object_object_get_ex(colo, "cluster", &v) && v)
+        printf("cluster:   node %llu, %s, %llu nodes, %llu group members (%s)\n",
+               (unsigned long long)member_u64(v, "nodeid"),
+               member_bool(v, "quorate") ? "quorate" : "NO QUORUM",
+               (unsigned long long)member_u64(v, "nodes"),
+               (unsigned long long)member_u64(v, "members"), member_str(v, "last-change", ""));
     if (colo && json_object_object_get_ex(colo, "last-decision", &v) && v)
         printf("decision:  %s\n", json_object_get_string(v));
     printf("migration: %s", mstatus);
