@@ -43,7 +43,7 @@ struct colo_view {
     bool fenced;
 };
 
-static void colo_view(struct colo_view *v)
+static void read_colo(struct colo_view *v)
 {
     struct colo *c = &colo_state;
 
@@ -68,7 +68,7 @@ int colo_reprotect_check(struct migration *m, const char *uri, char *err, size_t
     struct colo_view v;
     int r;
 
-    colo_view(&v);
+    read_colo(&v);
     if (v.mode != COLO_MODE_NONE) {
         snprintf(err, errlen,
                  "already in COLO as %s: re-protection is for a VM that runs unprotected%s",
@@ -216,7 +216,7 @@ static bool eligible(void)
     struct migration *m = au.m;
     struct colo_view v;
 
-    colo_view(&v);
+    read_colo(&v);
     return v.mode == COLO_MODE_NONE && v.last_mode != COLO_MODE_NONE && !v.fenced &&
            !migration_busy(migration_get_status(m)) && vm_get_state(m->vm) == VM_RUNNING;
 }
