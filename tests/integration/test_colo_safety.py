@@ -286,7 +286,12 @@ def test_failed_fence_stands_by_and_an_operator_can_retry(vmenv, procs, tmp_path
     p.wait_checkpoints(3, q=p.sq)
     p.pri.kill(signal.SIGKILL)
     p.sec.wait_for(r"fence command failed", timeout=60)
+    deadline = time.monotonic() + 30
     st = colo_status(p.sq)
+    while "fence command failed" not in (st["last-decision"] or "") and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+        st = colo_status(p.sq)
     assert st["mode"] == "secondary" and "fence command failed" in st["last-decision"], st
     assert_never_takes_over(p)
     assert st["armed"] is False
