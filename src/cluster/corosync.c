@@ -85,18 +85,6 @@ static void cond_init(void)
     pthread_condattr_destroy(&a);
 }
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen, const char *fmt,
-                                                         ...)
-{
-    va_list ap;
-
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* A change: logged once, and one sentence of this round's `what`. */
 __attribute__((format(printf, 2, 3))) static void note(enum log_level level, const char *fmt, ...)
 {
@@ -329,21 +317,21 @@ static int connect_corosync(bool want, char *err, size_t errlen)
 
     rc = cpg_open();
     if (rc != CS_OK) {
-        seterr(err, errlen, "cannot connect to corosync (CPG: %s): is corosync running?",
-               cs_strerror(rc));
+        err_set(err, errlen, "cannot connect to corosync (CPG: %s): is corosync running?",
+                cs_strerror(rc));
         return rc == CS_ERR_LIBRARY ? -ECONNREFUSED : -EIO;
     }
     rc = cpg_local_get(cl.cpg, &nodeid);
     if (rc != CS_OK) {
-        seterr(err, errlen, "corosync: cannot read our node id: %s", cs_strerror(rc));
+        err_set(err, errlen, "corosync: cannot read our node id: %s", cs_strerror(rc));
         goto out_cpg;
     }
     rc = votequorum_initialize(&cl.vq, &cbs);
     if (rc != CS_OK) {
-        seterr(err, errlen,
-               "cannot connect to corosync's votequorum service (%s): does corosync.conf have "
-               "quorum { provider: corosync_votequorum }?",
-               cs_strerror(rc));
+        err_set(err, errlen,
+                "cannot connect to corosync's votequorum service (%s): does corosync.conf have "
+                "quorum { provider: corosync_votequorum }?",
+                cs_strerror(rc));
         r = -ENOTSUP;
         goto out_cpg;
     }
@@ -351,7 +339,7 @@ static int connect_corosync(bool want, char *err, size_t errlen)
     if (rc == CS_OK)
         rc = votequorum_trackstart(cl.vq, 0, CS_TRACK_CURRENT | CS_TRACK_CHANGES);
     if (rc != CS_OK) {
-        seterr(err, errlen, "corosync: votequorum: %s", cs_strerror(rc));
+        err_set(err, errlen, "corosync: votequorum: %s", cs_strerror(rc));
         goto out_vq;
     }
     cl.connected = true;
@@ -366,8 +354,8 @@ static int connect_corosync(bool want, char *err, size_t errlen)
         rc = apply_membership(want);
     cl.quiet = false;
     if (rc != CS_OK) {
-        seterr(err, errlen, "corosync: cannot join group %.*s: %s", (int)cl.group.length,
-               cl.group.value, cs_strerror(rc));
+        err_set(err, errlen, "corosync: cannot join group %.*s: %s", (int)cl.group.length,
+                cl.group.value, cs_strerror(rc));
         disconnect(false);
         return -EIO;
     }
@@ -527,7 +515,7 @@ int cluster_parse(const char *spec, char *group, char *err, size_t errlen)
     const char *p;
 
     if (strncmp(spec, "corosync", 8) || (spec[8] && spec[8] != ',')) {
-        seterr(err, errlen, "--cluster: expected corosync[,group=NAME], got '%s'", spec);
+        err_set(err, errlen, "--cluster: expected corosync[,group=NAME], got '%s'", spec);
         return -EINVAL;
     }
     snprintf(group, CLUSTER_GROUP_MAX, "%s", CLUSTER_DEFAULT_GROUP);
@@ -536,12 +524,12 @@ int cluster_parse(const char *spec, char *group, char *err, size_t errlen)
         size_t len = end ? (size_t)(end - item) : strlen(item);
 
         if (len < 6 || strncmp(item, "group=", 6)) {
-            seterr(err, errlen, "--cluster: unknown setting '%.*s' (expected group=NAME)", (int)len,
-                   item);
+            err_set(err, errlen, "--cluster: unknown setting '%.*s' (expected group=NAME)",
+                    (int)len, item);
             return -EINVAL;
         }
         if (len == 6 || len - 6 >= CLUSTER_GROUP_MAX) {
-            seterr(err, errlen, "--cluster: group: 1 to %d characters", CLUSTER_GROUP_MAX - 1);
+            err_set(err, errlen, "--cluster: group: 1 to %d characters", CLUSTER_GROUP_MAX - 1);
             return -EINVAL;
         }
         memcpy(group, item + 6, len - 6);
@@ -561,11 +549,11 @@ int cluster_start(const char *group, cluster_fn fn, void *opaque, char *err, siz
     r = cl.started ? -EALREADY : 0;
     pthread_mutex_unlock(&cl.lock);
     if (r) {
-        seterr(err, errlen, "the cluster client is already running");
+        err_set(err, errlen, "the cluster client is already running");
         return r;
     }
     if (!len || len >= CLUSTER_GROUP_MAX) {
-        seterr(err, errlen, "cluster group name: 1 to %d characters", CLUSTER_GROUP_MAX - 1);
+        err_set(err, errlen, "cluster group name: 1 to %d characters", CLUSTER_GROUP_MAX - 1);
         return -EINVAL;
     }
     memset(&cl.group, 0, sizeof(cl.group));
@@ -583,7 +571,7 @@ int cluster_start(const char *group, cluster_fn fn, void *opaque, char *err, siz
     pthread_mutex_unlock(&cl.lock);
     if (pipe2(cl.wake, O_CLOEXEC | O_NONBLOCK) < 0) {
         r = -errno;
-        seterr(err, errlen, "cluster: pipe: %s", strerror(errno));
+        err_set(err, errlen, "cluster: pipe: %s", strerror(errno));
         return r;
     }
     r = connect_corosync(true, err, errlen);
@@ -596,7 +584,7 @@ int cluster_start(const char *group, cluster_fn fn, void *opaque, char *err, siz
     pthread_mutex_unlock(&cl.lock);
     r = -pthread_create(&cl.thread, NULL, cluster_thread, NULL);
     if (r) {
-        seterr(err, errlen, "cluster: cannot start its thread: %s", strerror(-r));
+        err_set(err, errlen, "cluster: cannot start its thread: %s", strerror(-r));
         goto out_conn;
     }
     return 0;

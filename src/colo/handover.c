@@ -1,4 +1,5 @@
 /* handover.c: the hand-over from precopy to COLO: session parameters, disk-sync ends, commands. */
+#include "migration/be.h"
 #include "colo/handover.h"
 
 #include <errno.h>
@@ -18,19 +19,6 @@
 
 static bool session_ok;
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 int colo_handover_begin(struct migration *m, struct stream_writer *sw, struct stream_reader *rp,
                         bool *disks, char *err, size_t errlen)
 {
@@ -46,9 +34,9 @@ int colo_handover_begin(struct migration *m, struct stream_writer *sw, struct st
         snprintf(err, errlen, "cannot make a COLO session token");
         return -EIO;
     }
-    put_be32(payload, SESSION_VERSION);
-    put_be32(payload + 4, hp->interval_ms);
-    put_be32(payload + 8, hp->timeout_ms);
+    be32_store(payload, SESSION_VERSION);
+    be32_store(payload + 4, hp->interval_ms);
+    be32_store(payload + 8, hp->timeout_ms);
     memcpy(payload + 12, hp->token, sizeof(hp->token));
     stream_put_command(sw, STREAM_CMD_ENABLE_COLO, NULL, 0);
     stream_put_command(sw, STREAM_CMD_COLO_SESSION, payload, sizeof(payload));
@@ -92,9 +80,9 @@ int colo_handover_on_command(struct migration *m, enum stream_cmd cmd, const uin
             migration_set_error(m, "COLO session parameters out of place");
             return -EBADMSG;
         }
-        version = get_be32(payload);
-        interval = get_be32(payload + 4);
-        timeout = get_be32(payload + 8);
+        version = be32_load(payload);
+        interval = be32_load(payload + 4);
+        timeout = be32_load(payload + 8);
         if (version != SESSION_VERSION || !interval || timeout <= interval) {
             migration_set_error(m,
                                 "COLO session parameters not understood (version %u, "

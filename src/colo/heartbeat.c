@@ -10,6 +10,7 @@
  * Every byte for the peer goes through hb->out under hb->lock, whichever thread sends it, so
  * that a message cut short by a full socket is finished before the next one starts.
  */
+#include "migration/be.h"
 #include "colo/heartbeat.h"
 
 #include <errno.h>
@@ -38,31 +39,6 @@ enum hb_state { HB_STOPPED = 0, HB_RUNNING, HB_ENDED, HB_STOPPING };
 /* Bytes read per iteration before judging anyway: a peer beating every millisecond fills this
  * in over two minutes, so only a flood (never a stall of ours) can hit it. */
 #define HB_DRAIN_BUDGET (1u << 20)
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen, const char *fmt,
-                                                         ...)
-{
-    va_list ap;
-
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- handshake ---- */
 
@@ -128,8 +104,8 @@ static int hs_read(int fd, uint8_t *buf, size_t len, uint64_t deadline)
 
 static void hs_frame(uint8_t *f, uint32_t magic, uint32_t arg, const uint8_t *payload)
 {
-    put_be32(f, magic);
-    put_be32(f + 4, arg);
+    be32_store(f, magic);
+    be32_store(f + 4, arg);
     if (payload)
         memcpy(f + 8, payload, HB_NONCE_LEN);
     else
@@ -163,11 +139,11 @@ static bool same_mac(const uint8_t *a, const uint8_t *b)
 static int hs_io_error(int r, int timeout_ms, char *err, size_t errlen)
 {
     if (r == -ETIMEDOUT)
-        seterr(err, errlen, "no heartbeat handshake from the peer within %d ms", timeout_ms);
+        err_set(err, errlen, "no heartbeat handshake from the peer within %d ms", timeout_ms);
     else if (r == -ECONNRESET)
-        seterr(err, errlen, "the peer closed the connection during the heartbeat handshake");
+        err_set(err, errlen, "the peer closed the connection during the heartbeat handshake");
     else
-        seterr(err, errlen, "heartbeat handshake: %s", strerror(-r));
+        err_set(err, errlen, "heartbeat handshake: %s", strerror(-r));
     return r;
 }
 
@@ -183,12 +159,12 @@ int heartbeat_handshake(int fd, bool initiator, const struct hb_params *p, int t
     int r;
 
     if (fd < 0 || !p || timeout_ms <= 0) {
-        seterr(err, errlen, "heartbeat handshake: bad arguments");
+        err_set(err, errlen, "heartbeat handshake: bad arguments");
         return -EINVAL;
     }
     deadline = now_ms() + (uint64_t)timeout_ms;
     if (gnutls_rnd(GNUTLS_RND_NONCE, nonce, sizeof(nonce)) < 0) {
-        seterr(err, errlen, "heartbeat handshake: no random nonce");
+        err_set(err, errlen, "heartbeat handshake: no random nonce");
         return -EIO;
     }
     hs_frame(f, HB_MAGIC_HELLO, HB_VERSION, nonce);
@@ -197,20 +173,20 @@ int heartbeat_handshake(int fd, bool initiator, const struct hb_params *p, int t
         r = hs_read(fd, f, sizeof(f), deadline);
     if (r)
         return hs_io_error(r, timeout_ms, err, errlen);
-    magic = get_be32(f);
+    magic = be32_load(f);
     if (magic != HB_MAGIC_HELLO) {
-        seterr(err, errlen, "not a tandem heartbeat peer (magic 0x%08x)", magic);
+        err_set(err, errlen, "not a tandem heartbeat peer (magic 0x%08x)", magic);
         return -EPROTO;
     }
-    if (get_be32(f + 4) != HB_VERSION) {
-        seterr(err, errlen, "the peer speaks heartbeat version %u, we speak %u", get_be32(f + 4),
-               HB_VERSION);
+    if (be32_load(f + 4) != HB_VERSION) {
+        err_set(err, errlen, "the peer speaks heartbeat version %u, we speak %u", be32_load(f + 4),
+                HB_VERSION);
         return -EPROTO;
     }
     memcpy(peer_nonce, f + 8, HB_NONCE_LEN);
     /* What we prove (on its nonce), and what it must prove (on ours). */
     if (hs_mac(p, me, peer_nonce, mine) || hs_mac(p, peer, nonce, want)) {
-        seterr(err, errlen, "heartbeat handshake: HMAC-SHA256 failed");
+        err_set(err, errlen, "heartbeat handshake: HMAC-SHA256 failed");
         return -EIO;
     }
 
@@ -221,18 +197,18 @@ int heartbeat_handshake(int fd, bool initiator, const struct hb_params *p, int t
             r = hs_read(fd, f, sizeof(f), deadline);
         if (r)
             return hs_io_error(r, timeout_ms, err, errlen);
-        magic = get_be32(f);
+        magic = be32_load(f);
         if (magic == HB_MAGIC_REJECT) {
-            seterr(err, errlen, "the peer rejected our proof: the heartbeat tokens differ");
+            err_set(err, errlen, "the peer rejected our proof: the heartbeat tokens differ");
             return -EACCES;
         }
         if (magic != HB_MAGIC_PROOF) {
-            seterr(err, errlen, "garbage instead of the peer's heartbeat proof (magic 0x%08x)",
-                   magic);
+            err_set(err, errlen, "garbage instead of the peer's heartbeat proof (magic 0x%08x)",
+                    magic);
             return -EPROTO;
         }
         if (!same_mac(f + 8, want)) {
-            seterr(err, errlen, "the peer's heartbeat proof is wrong: the tokens differ");
+            err_set(err, errlen, "the peer's heartbeat proof is wrong: the tokens differ");
             return -EACCES;
         }
         return 0;
@@ -241,16 +217,16 @@ int heartbeat_handshake(int fd, bool initiator, const struct hb_params *p, int t
     r = hs_read(fd, f, sizeof(f), deadline);
     if (r)
         return hs_io_error(r, timeout_ms, err, errlen);
-    magic = get_be32(f);
+    magic = be32_load(f);
     if (magic != HB_MAGIC_PROOF) {
-        seterr(err, errlen, "garbage instead of the peer's heartbeat proof (magic 0x%08x)", magic);
+        err_set(err, errlen, "garbage instead of the peer's heartbeat proof (magic 0x%08x)", magic);
         return -EPROTO;
     }
     if (!same_mac(f + 8, want)) {
         /* Tell it why (best effort), but prove nothing to a side that proved nothing. */
         hs_frame(f, HB_MAGIC_REJECT, 0, NULL);
         hs_write(fd, f, sizeof(f), deadline);
-        seterr(err, errlen, "the peer's heartbeat proof is wrong: the tokens differ");
+        err_set(err, errlen, "the peer's heartbeat proof is wrong: the tokens differ");
         return -EACCES;
     }
     hs_frame(f, HB_MAGIC_PROOF, 0, mine);
@@ -313,8 +289,8 @@ static int out_msg(struct heartbeat *hb, uint32_t magic, uint32_t arg)
 {
     if (hb->out_len + HB_MSG_LEN > sizeof(hb->out))
         return -ENOBUFS; /* the peer has read nothing for a while */
-    put_be32(hb->out + hb->out_len, magic);
-    put_be32(hb->out + hb->out_len + 4, arg);
+    be32_store(hb->out + hb->out_len, magic);
+    be32_store(hb->out + hb->out_len + 4, arg);
     hb->out_len += HB_MSG_LEN;
     return out_flush(hb);
 }
@@ -346,7 +322,7 @@ static void why_broken(struct hb_rx *rx, int err)
 
 static void rx_message(struct heartbeat *hb, struct hb_rx *rx, const uint8_t *m)
 {
-    uint32_t magic = get_be32(m), arg = get_be32(m + 4);
+    uint32_t magic = be32_load(m), arg = be32_load(m + 4);
     uint64_t n;
 
     switch (magic) {

@@ -42,3 +42,14 @@ void tlog(enum log_level level, const char *fmt, ...)
         /* nothing useful to do when stderr is gone */
     }
 }
+
+void err_set(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

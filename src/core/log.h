@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_ERR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
@@ -15,3 +16,6 @@ __attribute__((format(printf, 2, 3))) void tlog(enum log_level level, const char
 #define log_warn(...)  tlog(LOG_WARN, __VA_ARGS__)
 #define log_info(...)  tlog(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) tlog(LOG_DEBUG, __VA_ARGS__)
+
+/* Format an error message into a caller's buffer (err may be NULL or errlen 0: nothing). */
+void err_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

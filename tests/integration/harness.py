@@ -229,3 +229,26 @@ def qemu_status(v: int) -> int:
     """The exit status QEMU's isa-debug-exit gives for guest value v."""
     return ((v << 1) | 1) & 0xFF
 
+
+def netlan_up(prefix: str, procs, *args):
+    """Generator for a fixture: scripts/netlan.sh up NAME ARGS (NAME from prefix and our pid),
+    yields NAME; at the end kills procs and tears the LAN down, even when the test failed.
+    Needs root and iproute2 (conftest's _need: a skip, a failure in CI)."""
+    import shutil
+    from conftest import _need
+    _need("root and iproute2", os.geteuid() == 0 and shutil.which("ip") is not None)
+    netlan = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "netlan.sh"
+
+    def run(*a, check=True):
+        subprocess.run(["bash", str(netlan), *a], capture_output=True, text=True, check=check,
+                       timeout=60)
+
+    name = f"{prefix}{os.getpid() % 100000}"
+    run("down", name)
+    run("up", name, *args)
+    try:
+        yield name
+    finally:
+        for p in procs:
+            p.kill()
+        run("down", name, check=False)

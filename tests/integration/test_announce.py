@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import _need
-from harness import QMP, Proc, guest_append, tandem_run, tmpdir
+from harness import netlan_up, QMP, Proc, guest_append, tandem_run, tmpdir
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NETLAN = ROOT / "scripts" / "netlan.sh"
@@ -38,16 +38,7 @@ def netlan(*args, check=True):
 def lan(vmenv, procs):
     """scripts/netlan.sh up NAME --taps 3: tap0..tap2 on br0 with the client's veth; torn down
     at the end even when the test fails."""
-    _need("root and iproute2", os.geteuid() == 0 and shutil.which("ip") is not None)
-    name = f"ta{os.getpid() % 100000}"
-    netlan("down", name)
-    netlan("up", name, "--taps", "3")
-    try:
-        yield name
-    finally:
-        for p in procs:
-            p.kill()
-        netlan("down", name, check=False)
+    yield from netlan_up("ta", procs, "--taps", "3")
 
 
 def rarp(mac: str) -> bytes:

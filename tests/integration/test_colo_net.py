@@ -13,7 +13,7 @@ import pytest
 
 from colo_pair import Pair
 from conftest import _need
-from harness import ticks  # noqa: F401
+from harness import netlan_up, ticks  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NETLAN = ROOT / "scripts" / "netlan.sh"
@@ -30,16 +30,7 @@ def netlan(*args, check=True):
 def hosts(vmenv, procs):
     """Two hosts and a client on a LAN (scripts/netlan.sh up NAME --hosts), torn down at the
     end even when the test fails."""
-    _need("root and iproute2", os.geteuid() == 0 and shutil.which("ip") is not None)
-    name = f"tc{os.getpid() % 100000}"
-    netlan("down", name)
-    netlan("up", name, "--hosts")
-    try:
-        yield name
-    finally:
-        for p in procs:
-            p.kill()
-        netlan("down", name, check=False)
+    yield from netlan_up("tc", procs, "--hosts")
 
 
 def netkv_pair(env, procs, lan, delay_ms=50, **kw):

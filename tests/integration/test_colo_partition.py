@@ -30,7 +30,7 @@ import pytest
 
 from colo_pair import Pair
 from conftest import _need
-from harness import tandem_run
+from harness import netlan_up, tandem_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NETLAN = ROOT / "scripts" / "netlan.sh"
@@ -68,16 +68,7 @@ def netlan(*args, check=True):
 @pytest.fixture
 def lan(vmenv, procs):
     """Two hosts and a client (scripts/netlan.sh up NAME --hosts), torn down at the end."""
-    _need("root and iproute2", os.geteuid() == 0 and shutil.which("ip") is not None)
-    name = f"tp{os.getpid() % 100000}"
-    netlan("down", name)
-    netlan("up", name, "--hosts")
-    try:
-        yield name
-    finally:
-        for p in procs:
-            p.kill()
-        netlan("down", name, check=False)
+    yield from netlan_up("tp", procs, "--hosts")
 
 
 def cut(lan):

@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "migration/be.h"
 #include "colo/fault.h"
 #include "colo/heartbeat.h"
 #include "core/loop.h"
@@ -75,25 +76,12 @@ static void pair(int sv[2])
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static void raw_send(int fd, uint32_t magic, uint32_t arg)
 {
     uint8_t m[HB_MSG_LEN];
 
-    put_be32(m, magic);
-    put_be32(m + 4, arg);
+    be32_store(m, magic);
+    be32_store(m + 4, arg);
     assert_int_equal(send(fd, m, sizeof(m), MSG_NOSIGNAL), (ssize_t)sizeof(m));
 }
 
@@ -125,8 +113,8 @@ static bool raw_find(int fd, uint32_t magic, uint32_t *arg)
     uint8_t m[HB_MSG_LEN];
 
     while (now_ms() < due && raw_read(fd, m, sizeof(m), WAIT_MS))
-        if (get_be32(m) == magic) {
-            *arg = get_be32(m + 4);
+        if (be32_load(m) == magic) {
+            *arg = be32_load(m + 4);
             return true;
         }
     return false;
@@ -341,8 +329,8 @@ static void *hs_raw_bad_proof(void *arg)
     int fd = *(int *)arg;
     uint8_t f[HB_HS_FRAME_LEN] = {0};
 
-    put_be32(f, HB_MAGIC_HELLO);
-    put_be32(f + 4, HB_VERSION);
+    be32_store(f, HB_MAGIC_HELLO);
+    be32_store(f + 4, HB_VERSION);
     send(fd, f, sizeof(f), MSG_NOSIGNAL);
     memset(f, 0xee, sizeof(f));
     send(fd, f, sizeof(f), MSG_NOSIGNAL);
@@ -376,7 +364,7 @@ static void *hs_reflector(void *arg)
     for (int k = 0; k < 2 && raw_read(fd, f, sizeof(f), WAIT_MS); k++) {
         if (k == 0) {
             /* Wire check: the first frame is HELLO, version 1. */
-            if (get_be32(f) != HB_MAGIC_HELLO || get_be32(f + 4) != HB_VERSION)
+            if (be32_load(f) != HB_MAGIC_HELLO || be32_load(f + 4) != HB_VERSION)
                 break;
         }
         send(fd, f, sizeof(f), MSG_NOSIGNAL);
@@ -416,7 +404,7 @@ static void test_handshake_timeout_and_truncation(void **state)
     close(sv[1]);
 
     pair(sv); /* the peer says half a HELLO and leaves */
-    put_be32(half, HB_MAGIC_HELLO);
+    be32_store(half, HB_MAGIC_HELLO);
     assert_int_equal(send(sv[1], half, sizeof(half), 0), (ssize_t)sizeof(half));
     close(sv[1]);
     assert_int_equal(heartbeat_handshake(sv[0], false, &p, WAIT_MS, err, sizeof(err)), -ECONNRESET);
@@ -481,8 +469,8 @@ static void test_leave_unanswered(void **state)
     start(a, sv[0], 10, QUIET_MS);
     /* Wire check: beats come first, numbered from 0. */
     assert_true(raw_read(sv[1], m, sizeof(m), WAIT_MS));
-    assert_int_equal(get_be32(m), HB_MAGIC_BEAT);
-    assert_int_equal(get_be32(m + 4), 0);
+    assert_int_equal(be32_load(m), HB_MAGIC_BEAT);
+    assert_int_equal(be32_load(m + 4), 0);
     raw_send(sv[1], HB_MAGIC_BEAT, 0); /* alive, but it never answers LEFT */
     assert_int_equal(heartbeat_leave(&a->hb, 3, 200), -ETIMEDOUT);
     assert_true(raw_find(sv[1], HB_MAGIC_LEFT, &arg));
@@ -612,7 +600,7 @@ static void *beater_thread(void *arg)
          * sends by a sender whose socket has room). */
         while ((n = recv(b->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
             for (ssize_t k = 0; k + HB_MSG_LEN <= n; k += HB_MSG_LEN) {
-                uint32_t magic = get_be32(buf + k);
+                uint32_t magic = be32_load(buf + k);
 
                 if (magic == HB_MAGIC_LEFT_ACK)
                     atomic_fetch_add(&b->left_acks, 1);
