@@ -384,6 +384,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     c->fd = fd;
     memset(&c->stats, 0, sizeof(c->stats));
     pthread_mutex_unlock(&c->lock);
+    migration_set_status(m, MIG_COLO); /* after the mode: status colo means COLO runs */
     *p = (struct primary){.c = c, .vm = m->vm, .sw = sw, .rp = rp, .ds = ds, .dirty = dirty};
     pthread_mutex_lock(&m->lock);
     p->io_timeout_ms = (int)m->params.colo_io_timeout_ms;

@@ -362,6 +362,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     c->fd = fd;
     memset(&c->stats, 0, sizeof(c->stats));
     pthread_mutex_unlock(&c->lock);
+    migration_set_status(m, MIG_COLO); /* after the mode: status colo means COLO runs */
     vm_set_state(m->vm, VM_COLO);
     colo_devices_secondary_start(m->vm);
     virtio_blk_lock_all(m->vm, 1000); /* our own images: nobody else may write them */

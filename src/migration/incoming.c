@@ -187,7 +187,6 @@ static void *incoming_thread(void *arg)
              (unsigned long long)in->sink.data_pages, (unsigned long long)in->sink.zero_pages);
 
     if (in->colo) {
-        migration_set_status(m, MIG_COLO);
         colo_secondary_run(m, fd, &sr, &ld, &in->ds);
         /* returns after failover (the VM runs on its own) or on shutdown */
     } else {

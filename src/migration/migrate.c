@@ -475,7 +475,6 @@ static int run_outgoing(struct outgoing *o, int fd)
     if (m->caps.x_colo && !o->to_file) {
         /* COLO: the pair now runs checkpoints until one side is lost. Once it ran, COLO
          * owns the VM, the disks and the status (completed when it ends). */
-        migration_set_status(m, MIG_COLO);
         colo_fault_point("p-handover", 0);
         r = colo_primary_run(m, fd, &o->sw, &o->rp, ds, o->dirty);
         o->paused = false;
