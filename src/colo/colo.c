@@ -301,11 +301,7 @@ void colo_query_policy(struct colo_policy_state *ps)
     ps->last_good = c->last_good;
     memcpy(ps->decision, c->decision, sizeof(ps->decision));
     ps->cluster = c->cluster;
-    ps->quorate = c->quorate;
-    ps->cluster_nodes = c->cluster_nodes;
-    ps->cluster_npeers = c->cluster_npeers;
-    ps->cluster_joined = c->cluster_joined;
-    ps->cluster_nodeid = c->cluster_nodeid;
+    ps->cv = c->cv;
     memcpy(ps->cluster_last, c->cluster_last, sizeof(ps->cluster_last));
     pthread_mutex_unlock(&c->lock);
 }

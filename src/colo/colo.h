@@ -92,9 +92,7 @@ struct colo {
     char decision[224];   /* the last failover decision and why (query-colo-status) */
     struct hb_params hbp; /* this session's heartbeat settings and token, from the stream */
     /* Cluster mode (--cluster corosync, quorum.c): the latest view. */
-    bool cluster, quorate, quorum_lost, cluster_joined;
-    unsigned cluster_nodes, cluster_npeers;
-    uint32_t cluster_nodeid;
+    bool cluster, quorum_lost;
     char cluster_last[96];
     struct cluster_view cv;               /* the latest view, whole */
     uint32_t partner_nodeid, partner_pid; /* the other member of the group: our peer */
@@ -131,9 +129,8 @@ struct colo_policy_state {
     bool armed, unusable, fenced;
     uint64_t last_good;
     char decision[224];
-    bool cluster, quorate, cluster_joined;
-    unsigned cluster_nodes, cluster_npeers;
-    uint32_t cluster_nodeid;
+    bool cluster;
+    struct cluster_view cv; /* the latest view */
     char cluster_last[96];
 };
 void colo_query_policy(struct colo_policy_state *ps);

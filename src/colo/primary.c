@@ -355,7 +355,7 @@ static void primary_leave(struct primary *p)
                 release ? "the secondary acknowledged and is disarmed: held output released"
                         : "held output discarded (the secondary never had it)",
                 serve ? "the guest runs on unprotected"
-                : c->cluster && !c->quorate
+                : c->cluster && !(c->cv.up && c->cv.quorate)
                     ? "the guest is paused: this partition has no quorum, the secondary may be "
                       "serving"
                     : "the guest is paused: the secondary may be serving");

@@ -36,20 +36,15 @@ void colo_cluster_event(void *opaque, const struct cluster_view *v, const char *
     (void)opaque;
     colo_cond_init();
     pthread_mutex_lock(&c->lock);
-    was = c->cluster && c->quorate;
+    was = c->cluster && c->cv.up && c->cv.quorate;
     c->cluster = true;
-    c->quorate = v->up && v->quorate;
-    c->cluster_nodes = v->nodes;
-    c->cluster_npeers = v->npeers;
-    c->cluster_joined = v->joined; /* npeers is known only once the join is confirmed */
-    c->cluster_nodeid = v->nodeid;
     snprintf(c->cluster_last, sizeof(c->cluster_last), "%s", what);
     c->cv = *v;
     if (v->joined && v->npeers == 1) {
         c->partner_nodeid = v->peer_nodeid[0];
         c->partner_pid = v->peer_pid[0];
     }
-    if (was && !c->quorate) {
+    if (was && !(v->up && v->quorate)) {
         if (c->mode == COLO_MODE_PRIMARY && !c->quorum_lost) {
             /* Stop releasing at once; the COLO thread leaves COLO and pauses the guest. */
             c->quorum_lost = true;

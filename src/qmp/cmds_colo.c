@@ -65,12 +65,12 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
                            ps.decision[0] ? json_object_new_string(ps.decision) : NULL);
     if (ps.cluster) {
         struct json_object *cl = json_object_new_object();
-        json_object_object_add(cl, "quorate", json_object_new_boolean(ps.quorate));
-        json_object_object_add(cl, "nodeid", json_object_new_uint64(ps.cluster_nodeid));
-        json_object_object_add(cl, "nodes", json_object_new_uint64(ps.cluster_nodes));
+        json_object_object_add(cl, "quorate", json_object_new_boolean(ps.cv.up && ps.cv.quorate));
+        json_object_object_add(cl, "nodeid", json_object_new_uint64(ps.cv.nodeid));
+        json_object_object_add(cl, "nodes", json_object_new_uint64(ps.cv.nodes));
         /* tandem processes of this VM in our partition's group (us included; 0: not joined) */
-        json_object_object_add(
-            cl, "members", json_object_new_uint64(ps.cluster_joined ? ps.cluster_npeers + 1 : 0));
+        json_object_object_add(cl, "members",
+                               json_object_new_uint64(ps.cv.joined ? ps.cv.npeers + 1 : 0));
         json_object_object_add(cl, "last-change", json_object_new_string(ps.cluster_last));
         json_object_object_add(o, "cluster", cl);
     }

@@ -35,6 +35,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "../fd_count.h"
 #include "cluster/cluster.h"
 
 #define WAIT_MS 30000
@@ -734,21 +735,6 @@ static void test_cli(void **state)
     probe_reap(&p, SIGKILL);
     if (strstr(out, "error"))
         fail_msg("tandem said: %s", out);
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1;
 }
 
 static void test_stop(void **state)

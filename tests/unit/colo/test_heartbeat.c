@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "../fd_count.h"
 #include "migration/be.h"
 #include "colo/fault.h"
 #include "colo/heartbeat.h"
@@ -38,21 +39,6 @@
 /* ---- helpers ---- */
 
 static int baseline_fds;
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the DIR's own fd */
-}
 
 static void sleep_ms(unsigned ms)
 {
