@@ -722,6 +722,10 @@ static void test_max_conns(void **state)
     assert_int_equal(pvm(fx, &c, 3), COLO_CMP_QUEUE_FULL); /* both busy: held, uncompared */
     assert_int_equal(stats(fx).held_frames, 3);
     assert_int_equal(stats(fx).conns, 2);
+    /* full until the flush: even a known connection's SVM frame is dropped */
+    assert_int_equal(svm(fx, &sa, 4), COLO_CMP_QUEUE_FULL);
+    assert_int_equal(fx->rel.n, 0);
+    assert_int_equal(stats(fx).svm_discarded, 1);
     flush(fx);
     assert_int_equal(fx->take.n, 3);
     assert_out(&fx->take.f[2], &c);
