@@ -3,7 +3,8 @@
  * compare must ignore; every released frame is checked byte for byte against the PVM's. UDP and
  * ICMP matching, TCP streams cut differently, retransmissions, the ack bound, SYN/FIN/RST,
  * connections that predate the checkpoint, sequence wrap, pass-through, both bounds, the
- * timeout, the flush's order and the hold-time statistics. */
+ * timeout, the flush's order and the hold-time statistics. Linked with -Wl,--wrap=malloc so a
+ * test can make the frame copies fail (NOMEM). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -45,6 +46,16 @@ struct fr {
     uint8_t b[FR_MAX];
     size_t len;
 };
+
+void *__wrap_malloc(size_t n);
+void *__real_malloc(size_t n);
+
+static bool fail_malloc;
+
+void *__wrap_malloc(size_t n)
+{
+    return fail_malloc ? NULL : __real_malloc(n);
+}
 
 static const struct fr_ip pvm_ip = {.src = VM_IP, .dst = CL_IP, .id = 0x1111, .ttl = 64};
 static const struct fr_ip svm_ip = {.src = VM_IP, .dst = CL_IP, .id = 0x2222, .ttl = 63};
@@ -848,6 +859,31 @@ static void test_hold_stats(void **state)
     fx_free(fx);
 }
 
+/* No memory for a copy: the frame is not taken (the caller keeps a PVM frame), counted. */
+static void test_nomem(void **state)
+{
+    struct fx *fx = fx_new(NULL);
+    struct fr p = udp(false, 53, "answer"), s = udp(true, 53, "answer"), arp;
+    struct colo_cmp_stats st;
+
+    arp.len = fr_arp(arp.b, 1);
+    fail_malloc = true;
+    assert_int_equal(pvm(fx, &p, 1), COLO_CMP_NOMEM);
+    assert_int_equal(svm(fx, &s, 2), COLO_CMP_NOMEM);
+    assert_int_equal(pvm(fx, &arp, 3), COLO_CMP_OK); /* pass-through copies nothing */
+    fail_malloc = false;
+    st = stats(fx);
+    assert_int_equal(st.nomem, 2);
+    assert_int_equal(st.held_frames, 0);
+    assert_int_equal(st.svm_discarded, 1);
+    assert_int_equal(fx->rel.n, 1);
+    assert_int_equal(pvm(fx, &p, 4), COLO_CMP_OK);
+    assert_int_equal(svm(fx, &s, 5), COLO_CMP_OK);
+    assert_int_equal(fx->rel.n, 2);
+    assert_out(&fx->rel.f[1], &p);
+    fx_free(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -875,6 +911,7 @@ int main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_flush_order),
         cmocka_unit_test(test_hold_stats),
+        cmocka_unit_test(test_nomem),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
