@@ -178,13 +178,37 @@ int colo_request_failover(enum colo_reason why, bool force, char *err, size_t er
     return r;
 }
 
-void colo_request_checkpoint(void)
+const char *colo_ckpt_cause_name(enum colo_ckpt_cause c)
+{
+    static const char *const names[] = {"periodic", "mismatch", "timeout", "queue-full",
+                                         "request"};
+    return (unsigned)c < COLO_CKPT__MAX ? names[c] : "?";
+}
+
+void colo_request_checkpoint_for(enum colo_ckpt_cause why)
 {
     struct colo *c = &colo_state;
 
     colo_cond_init();
     pthread_mutex_lock(&c->lock);
+    if (!c->checkpoint_requested)
+        c->requested_cause = why;
     c->checkpoint_requested = true;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void colo_request_checkpoint(void)
+{
+    colo_request_checkpoint_for(COLO_CKPT_REQUEST);
+}
+
+void colo_kick(void)
+{
+    struct colo *c = &colo_state;
+
+    colo_cond_init();
+    pthread_mutex_lock(&c->lock);
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
 }

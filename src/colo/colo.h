@@ -38,6 +38,17 @@ enum colo_reason {
 const char *colo_mode_name(enum colo_mode m);
 const char *colo_reason_name(enum colo_reason r);
 
+/* Why a checkpoint was taken (query-colo-status stats "checkpoints-by-cause"). */
+enum colo_ckpt_cause {
+    COLO_CKPT_PERIODIC = 0, /* x-checkpoint-delay passed */
+    COLO_CKPT_MISMATCH,     /* hybrid: the two VMs' output differs */
+    COLO_CKPT_TIMEOUT,      /* hybrid: output unmatched for x-compare-timeout */
+    COLO_CKPT_QUEUE_FULL,   /* a bounded queue (compare, mirror, output or disk log) filled */
+    COLO_CKPT_REQUEST,      /* x-colo-checkpoint, a new x-checkpoint-delay */
+    COLO_CKPT__MAX
+};
+const char *colo_ckpt_cause_name(enum colo_ckpt_cause c);
+
 #define COLO_PAUSE_SAMPLES 4096
 /* Every device slot may hold a NIC (run.c allows VIRTIO_MMIO_SLOTS --disk and --net in all), and
  * every NIC's output must wait for its checkpoint: one output buffer per slot. */
@@ -55,6 +66,7 @@ struct colo_stats {
     uint64_t last_failover_ms;      /* loss detected -> guest running again */
     uint64_t errors;
     uint64_t discarded_frames; /* primary: held output dropped because the secondary lacked it */
+    uint64_t by_cause[COLO_CKPT__MAX]; /* primary: checkpoints taken, by cause */
 };
 
 struct colo {
@@ -64,7 +76,10 @@ struct colo {
     pthread_cond_t cond;  /* timed waits on CLOCK_MONOTONIC (colo_cond_wait_until) */
     enum colo_mode mode, last_mode;
     enum colo_reason reason;
+    bool hybrid;                 /* this session's x-colo-mode (from the stream, handover.c) */
+    uint32_t compare_timeout_ms; /* this session's x-compare-timeout */
     bool checkpoint_requested;
+    enum colo_ckpt_cause requested_cause; /* the first cause since the last checkpoint */
     bool leave_requested; /* primary: colo_request_leave */
     char leave_why[128];
     bool failover_requested;
@@ -114,8 +129,12 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
 /* QMP x-colo-lost-heartbeat (reason request; force takes over from a disarmed standby) and the
  * heartbeat (reason error). */
 int colo_request_failover(enum colo_reason why, bool force, char *err, size_t errlen);
-/* QMP x-colo-checkpoint, or a new x-checkpoint-delay. */
+/* QMP x-colo-checkpoint, or a new x-checkpoint-delay (cause: request). */
 void colo_request_checkpoint(void);
+/* A checkpoint now, for this cause (any thread; the first cause since the last one counts). */
+void colo_request_checkpoint_for(enum colo_ckpt_cause why);
+/* Wake the COLO thread to look at its deadlines again (any thread). */
+void colo_kick(void);
 /* Primary: replication cannot go on (the disk log cannot take a write): leave COLO at the next
  * step, telling the secondary to disarm, before another checkpoint is sent. Any thread. */
 void colo_request_leave(const char *why);

@@ -272,7 +272,7 @@ static int on_write(void *opaque, uint64_t offset, const struct iovec *iov, unsi
     if (leave[0])
         colo_request_leave(leave);
     else if (early)
-        colo_request_checkpoint();
+        colo_request_checkpoint_for(COLO_CKPT_QUEUE_FULL);
     return 0;
 }
 

@@ -14,8 +14,10 @@
 #include "migration/section.h"
 #include "migration/stream.h"
 
-#define SESSION_VERSION 1
-#define SESSION_LEN     28
+/* Version 2: heartbeat interval, timeout, token, be32 mode (0 periodic, 1 hybrid), be32
+ * x-compare-timeout in ms (36 bytes; version 1 had no mode and is not understood). */
+#define SESSION_VERSION 2
+#define SESSION_LEN     36
 
 static bool session_ok;
 
@@ -27,6 +29,14 @@ int colo_handover_begin(struct migration *m, struct stream_writer *sw, struct st
     int r;
 
     *disks = false;
+    if (m->params.colo_hybrid && colo_disk_count(m->vm)) {
+        snprintf(err, errlen,
+                 "x-colo-mode hybrid does not support disks yet (the secondary VM would write "
+                 "them): use periodic mode with --disk");
+        return -ENOTSUP;
+    }
+    colo_state.hybrid = m->params.colo_hybrid != 0;
+    colo_state.compare_timeout_ms = (uint32_t)m->params.compare_timeout_ms;
     /* A new token per session: a heartbeat of an older session (or anyone else) is refused. */
     hp->interval_ms = (uint32_t)m->params.heartbeat_interval_ms;
     hp->timeout_ms = (uint32_t)m->params.heartbeat_timeout_ms;
@@ -38,6 +48,8 @@ int colo_handover_begin(struct migration *m, struct stream_writer *sw, struct st
     be32_store(payload + 4, hp->interval_ms);
     be32_store(payload + 8, hp->timeout_ms);
     memcpy(payload + 12, hp->token, sizeof(hp->token));
+    be32_store(payload + 28, colo_state.hybrid ? 1 : 0);
+    be32_store(payload + 32, colo_state.compare_timeout_ms);
     stream_put_command(sw, STREAM_CMD_ENABLE_COLO, NULL, 0);
     stream_put_command(sw, STREAM_CMD_COLO_SESSION, payload, sizeof(payload));
     r = sw_flush(sw);
@@ -63,7 +75,7 @@ int colo_handover_on_command(struct migration *m, enum stream_cmd cmd, const uin
                              uint16_t len, int fd, bool *colo)
 {
     struct hb_params *hp = &colo_state.hbp;
-    uint32_t version, interval, timeout;
+    uint32_t version, interval, timeout, mode, cmp_ms;
 
     if (!m->caps.x_colo) {
         migration_set_error(m, "the source enabled COLO but x-colo is not set here");
@@ -83,7 +95,10 @@ int colo_handover_on_command(struct migration *m, enum stream_cmd cmd, const uin
         version = be32_load(payload);
         interval = be32_load(payload + 4);
         timeout = be32_load(payload + 8);
-        if (version != SESSION_VERSION || !interval || timeout <= interval) {
+        mode = be32_load(payload + 28);
+        cmp_ms = be32_load(payload + 32);
+        if (version != SESSION_VERSION || !interval || timeout <= interval || mode > 1 ||
+            (mode == 1 && !cmp_ms)) {
             migration_set_error(m,
                                 "COLO session parameters not understood (version %u, "
                                 "heartbeat %u/%u ms)",
@@ -98,6 +113,8 @@ int colo_handover_on_command(struct migration *m, enum stream_cmd cmd, const uin
         hp->interval_ms = interval;
         hp->timeout_ms = timeout;
         memcpy(hp->token, payload + 12, sizeof(hp->token));
+        colo_state.hybrid = mode == 1;
+        colo_state.compare_timeout_ms = cmp_ms;
         pthread_mutex_lock(&m->lock);
         m->params.heartbeat_interval_ms = interval;
         m->params.heartbeat_timeout_ms = timeout;

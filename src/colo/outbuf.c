@@ -122,7 +122,7 @@ int colo_outbuf_send(void *opaque, const struct iovec *iov, int iovcnt)
     /* Half full: a checkpoint now lets the buffer drain before frames drop. Outside ob->lock:
      * the engine's lock is never taken inside ours. */
     if (ask)
-        colo_request_checkpoint();
+        colo_request_checkpoint_for(COLO_CKPT_QUEUE_FULL);
     return r;
 }
 

@@ -18,6 +18,7 @@
 #include "colo/devices.h"
 #include "colo/disk.h"
 #include "colo/fault.h"
+#include "colo/hybrid.h"
 #include "colo/proto.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -39,7 +40,26 @@ struct primary {
     uint64_t n;          /* checkpoint number */
     int io_timeout_ms;   /* x-colo-io-timeout: every stream wait; the base of the apply wait */
     uint64_t buffer_max; /* x-colo-buffer-max: dirty RAM the checkpoint buffer may hold */
+    unsigned long *svm_dirty; /* hybrid: the SVM's dirty pages, from checkpoint-reply */
+    size_t bitmap_bytes;
 };
+
+/* Hybrid: checkpoint-reply carries the SVM's dirty bitmap: be64 length (exactly one bit per
+ * page, in whole little-endian 64-bit words), then the words (docs/stream.md). */
+static int get_svm_bitmap(struct primary *p)
+{
+    uint64_t n = sr_get_u64(p->rp);
+
+    if (sr_error(p->rp))
+        return sr_error(p->rp);
+    if (n != p->bitmap_bytes) {
+        sr_fail(p->rp, -EBADMSG, "checkpoint-reply: dirty bitmap of %llu bytes, expected %zu",
+                (unsigned long long)n, p->bitmap_bytes);
+        return -EBADMSG;
+    }
+    sr_get_bytes(p->rp, (uint8_t *)p->svm_dirty, p->bitmap_bytes);
+    return sr_error(p->rp);
+}
 
 /* Send buf in two halves with a fault point between them. */
 static int send_split(struct stream_writer *sw, const uint8_t *buf, size_t len, const char *point,
@@ -95,6 +115,8 @@ static int primary_checkpoint(struct primary *p)
         return r;
     colo_fault_point("p-after-request", p->n);
     r = colo_expect_msg(p->rp, COLO_MSG_CHECKPOINT_REPLY);
+    if (!r && p->svm_dirty)
+        r = get_svm_bitmap(p);
     if (r)
         return r;
     colo_fault_point("p-after-reply", p->n);
@@ -108,6 +130,14 @@ static int primary_checkpoint(struct primary *p)
     colo_fault_point("p-paused", p->n);
     harvested = vm_dirty_harvest(p->vm, p->dirty);
     dirty_pages = harvested > 0 ? (uint64_t)harvested : 0;
+    if (p->svm_dirty && harvested >= 0) {
+        /* Pages the SVM wrote must be the PVM's again: send the union. */
+        dirty_pages = 0;
+        for (size_t w = 0; w < p->bitmap_bytes / sizeof(unsigned long); w++) {
+            p->dirty[w] |= p->svm_dirty[w];
+            dirty_pages += (uint64_t)__builtin_popcountl(p->dirty[w]);
+        }
+    }
     /* A dirty set beyond the buffer's limit goes straight from guest RAM to the socket, with
      * the guest paused until it is sent (QEMU's way): the buffer never grows past the limit. */
     direct = dirty_pages * PAGE_SIZE > p->buffer_max;
@@ -116,6 +146,8 @@ static int primary_checkpoint(struct primary *p)
     if (!r)
         devstate_save(p->ds, &p->devbuf);
     epoch = p->n;
+    if (p->svm_dirty)
+        hybrid_primary_close_gen(c, p->n); /* held output joins this epoch */
     colo_devices_close_epoch(c);
     rd = colo_disk_close_epoch(p->vm);
     if (!r)
@@ -206,6 +238,8 @@ static int primary_checkpoint(struct primary *p)
     /* The secondary holds checkpoint N: what the guest sent before it may leave. */
     log_debug("colo: checkpoint %llu received at %llu", (unsigned long long)p->n, colo_unix_us());
     colo_devices_release(c, epoch);
+    if (p->svm_dirty)
+        hybrid_primary_released();
     colo_fault_point("p-after-received", p->n);
     r = colo_expect_msg(p->rp, COLO_MSG_VMSTATE_LOADED);
     sr_set_timeout_ms(p->rp, p->io_timeout_ms);
@@ -219,16 +253,29 @@ static int primary_checkpoint(struct primary *p)
     return 0;
 }
 
-/* Sleep until the next checkpoint is due, one is requested, or COLO is to be left. */
-static bool primary_wait(struct colo *c, uint64_t due_ns)
+/* Sleep until the next checkpoint is due, one is requested, or COLO is to be left; in hybrid
+ * mode also until the compare's next deadline, to look for timed-out output. */
+static bool primary_wait(struct colo *c, uint64_t due_ns, bool hybrid, enum colo_ckpt_cause *why)
 {
     bool go = true;
 
     pthread_mutex_lock(&c->lock);
     /* due_ns is on the monotonic clock (now_ns), and so is the wait. */
     while (!c->failover_requested && !c->leave_requested && !c->quorum_lost &&
-           !c->checkpoint_requested && now_ns() < due_ns)
-        colo_cond_wait_until(c, due_ns);
+           !c->checkpoint_requested && now_ns() < due_ns) {
+        uint64_t wake = due_ns;
+        if (hybrid) {
+            pthread_mutex_unlock(&c->lock);
+            hybrid_primary_poll(); /* may request a checkpoint (it takes c->lock) */
+            wake = hybrid_primary_deadline();
+            wake = wake < due_ns ? wake : due_ns;
+            pthread_mutex_lock(&c->lock);
+            if (c->checkpoint_requested)
+                break;
+        }
+        colo_cond_wait_until(c, wake);
+    }
+    *why = c->checkpoint_requested ? c->requested_cause : COLO_CKPT_PERIODIC;
     c->checkpoint_requested = false;
     if (c->failover_requested || c->leave_requested || c->quorum_lost)
         go = false;
@@ -256,6 +303,30 @@ static int open_heartbeat_primary(struct colo *c, struct migration *m)
         return r;
     }
     return heartbeat_start(&c->hb, fd, &c->hbp, colo_hb_event, c);
+}
+
+/* Hybrid: the frame link, a third connection authenticated like the heartbeat. */
+static int open_link_primary(struct colo *c, struct migration *m)
+{
+    struct chan_uri u;
+    char err[256];
+    int fd, r;
+
+    if (chan_parse_uri(m->uri, &u, err, sizeof(err)))
+        return -EINVAL;
+    fd = chan_connect(&u, COLO_START_TIMEOUT, err, sizeof(err));
+    if (fd < 0) {
+        log_err("colo: frame link: %s", err);
+        return fd;
+    }
+    r = heartbeat_handshake(fd, true, &c->hbp, COLO_START_TIMEOUT, err, sizeof(err));
+    if (r) {
+        log_err("colo: frame link: %s", err);
+        close(fd);
+        return r;
+    }
+    chan_tune_socket(fd);
+    return fd;
 }
 
 /* Why the primary leaves COLO; the order is the order of precedence. */
@@ -302,6 +373,9 @@ static void primary_leave(struct primary *p)
     enum leave_cause cause = leave_cause_now(c);
     bool release = false, serve = true;
     uint64_t discarded;
+
+    /* Hybrid: no more comparing; what is held waits in the epoch buffer for the policy. */
+    hybrid_primary_stop(c, p->vm);
 
     if (cause == LEAVE_ERROR || cause == LEAVE_REQUEST) {
         /* The secondary may be alive and armed: it must hear that we go on alone. Meanwhile
@@ -368,8 +442,9 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     struct colo *c = &colo_state;
     struct primary *p = calloc(1, sizeof(*p));
     enum colo_reason reason;
+    enum colo_ckpt_cause why;
     uint64_t due;
-    int r;
+    int r, link_fd = -1;
 
     if (!p)
         return -ENOMEM;
@@ -402,22 +477,47 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     r = open_heartbeat_primary(c, m);
     if (r)
         goto out;
+    if (c->hybrid) {
+        p->bitmap_bytes = (p->src.ram_size / PAGE_SIZE + 63) / 64 * 8;
+        p->svm_dirty = calloc(1, p->bitmap_bytes);
+        r = p->svm_dirty ? 0 : -ENOMEM;
+        if (!r) {
+            link_fd = open_link_primary(c, m);
+            r = link_fd < 0 ? link_fd : 0;
+        }
+        if (r)
+            goto out;
+    }
     r = colo_expect_msg(p->rp, COLO_MSG_CHECKPOINT_READY);
     if (r)
         goto out;
     sr_set_timeout_ms(p->rp, p->io_timeout_ms);
-    log_info("colo: primary: secondary ready, checkpoints every %llu ms",
+    log_info("colo: primary: secondary ready, %s mode, checkpoints %s %llu ms",
+             c->hybrid ? "hybrid" : "periodic", c->hybrid ? "at least every" : "every",
              (unsigned long long)m->params.checkpoint_delay_ms);
 
     /* From now on output waits for its checkpoint. The VM was paused by the migration. The
      * disks already log epoch 1 (the hand-over switched them, handover.c). */
     colo_devices_primary_start(c, m->vm);
+    if (c->hybrid) {
+        r = hybrid_primary_start(c, m->vm, link_fd);
+        link_fd = -1;
+        if (r) {
+            colo_devices_primary_stop(c, m->vm);
+            goto out;
+        }
+    }
     colo_disk_epochs_begin(m->vm);
     vm_set_state(m->vm, VM_RUNNING);
     vm_resume(m->vm);
     due = now_ns() + m->params.checkpoint_delay_ms * 1000000ULL;
-    while (primary_wait(c, due)) {
+    while (primary_wait(c, due, c->hybrid, &why)) {
         due = now_ns() + m->params.checkpoint_delay_ms * 1000000ULL;
+        pthread_mutex_lock(&c->lock);
+        c->stats.by_cause[why]++;
+        pthread_mutex_unlock(&c->lock);
+        log_debug("colo: checkpoint %llu: %s", (unsigned long long)p->n + 1,
+                  colo_ckpt_cause_name(why));
         r = primary_checkpoint(p);
         if (r) {
             log_err("colo: primary: checkpoint %llu failed: %s", (unsigned long long)p->n,
@@ -445,6 +545,7 @@ int colo_primary_run(struct migration *m, int fd, struct stream_writer *sw,
     colo_exit(c, COLO_MODE_PRIMARY, reason);
     stream_writer_destroy(&p->rambuf);
     stream_writer_destroy(&p->devbuf);
+    free(p->svm_dirty);
     free(p);
     return 0; /* COLO ran: the migration completed, whatever ended it */
 
@@ -452,9 +553,12 @@ out:
     log_err("colo: primary: cannot start COLO: %s",
             sr_error(p->rp) ? sr_errmsg(p->rp) : strerror(-r));
     heartbeat_stop(&c->hb);
+    if (link_fd >= 0)
+        close(link_fd);
     colo_disk_stop(m->vm);
     stream_writer_destroy(&p->rambuf);
     stream_writer_destroy(&p->devbuf);
+    free(p->svm_dirty);
     free(p);
     vm_set_state(m->vm, VM_RUNNING);
     vm_resume(m->vm);

@@ -18,6 +18,7 @@
 #include "colo/devices.h"
 #include "colo/disk.h"
 #include "colo/fault.h"
+#include "colo/hybrid.h"
 #include "colo/proto.h"
 #include "colo/stage.h"
 #include "core/log.h"
@@ -41,7 +42,28 @@ struct secondary {
     size_t devcap;
     uint64_t n;
     bool ram_fault_armed;
+    bool hybrid;              /* the SVM runs between checkpoints (hybrid.c) */
+    bool svm_paused;          /* hybrid: stopped by a checkpoint request, not yet resumed */
+    unsigned long *svm_dirty; /* hybrid: its dirty pages, sent with checkpoint-reply */
+    size_t bitmap_bytes;
 };
+
+/* Hybrid: stop the SVM and answer with its dirty bitmap (be64 length, little-endian 64-bit
+ * words, one bit per page: docs/stream.md). */
+static int send_reply_hybrid(struct secondary *s)
+{
+    int r;
+
+    memset(s->svm_dirty, 0, s->bitmap_bytes);
+    r = hybrid_secondary_pause(s->vm, s->svm_dirty);
+    s->svm_paused = true;
+    if (r)
+        return r;
+    sw_put_u32(&s->sw, COLO_MSG_CHECKPOINT_REPLY);
+    sw_put_u64(&s->sw, s->bitmap_bytes);
+    sw_put_bytes(&s->sw, (const uint8_t *)s->svm_dirty, s->bitmap_bytes);
+    return sw_flush(&s->sw);
+}
 
 /* A run the cache cannot record fails the RAM segment: the checkpoint is rejected (drop). */
 static int loaded_cb(void *opaque, uint64_t offset, uint64_t len)
@@ -159,7 +181,7 @@ static int secondary_checkpoint(struct secondary *s)
     if (r)
         return r;
     colo_fault_point("s-after-request", s->n);
-    r = colo_send_msg(&s->sw, COLO_MSG_CHECKPOINT_REPLY);
+    r = s->hybrid ? send_reply_hybrid(s) : colo_send_msg(&s->sw, COLO_MSG_CHECKPOINT_REPLY);
     if (r)
         return r;
     colo_fault_point("s-after-reply", s->n);
@@ -233,6 +255,10 @@ static int secondary_checkpoint(struct secondary *s)
     if (r)
         return r;
     colo_record_pause(c, (now_ns() - t0) / 1000, pages, size);
+    if (s->hybrid) {
+        hybrid_secondary_resume(s->vm, s->n, true); /* the SVM runs from checkpoint n */
+        s->svm_paused = false;
+    }
     colo_fault_point("s-after-apply", s->n);
     r = colo_send_msg(&s->sw, COLO_MSG_VMSTATE_LOADED);
     if (r)
@@ -256,10 +282,11 @@ static void takeover_cb(void *opaque)
     vm_cont(c->vm);
 }
 
-/* The primary connects a second time for the heartbeat. Anyone may connect to the listening
- * port: a connection that cannot prove it knows this session's token is closed, and we wait
- * on for the real one until the deadline. */
-static int accept_heartbeat(struct secondary *s, struct migration *m)
+/* The primary connects a second time for the heartbeat (and in hybrid mode a third time for
+ * the frame link). Anyone may connect to the listening port: a connection that cannot prove it
+ * knows this session's token is closed, and we wait on for the real one until the deadline.
+ * Returns the authenticated fd or -errno. */
+static int accept_authenticated(struct secondary *s, struct migration *m)
 {
     uint64_t deadline = now_ms() + COLO_START_TIMEOUT;
     char err[160];
@@ -284,12 +311,21 @@ static int accept_heartbeat(struct secondary *s, struct migration *m)
         r = heartbeat_handshake(fd, false, &s->c->hbp, (int)(deadline - now_ms()), err,
                                 sizeof(err));
         if (r) {
-            log_warn("colo: secondary: refused a heartbeat connection: %s", err);
+            log_warn("colo: secondary: refused a connection: %s", err);
             close(fd);
             continue;
         }
-        return heartbeat_start(&s->c->hb, fd, &s->c->hbp, colo_hb_event, s->c);
+        return fd;
     }
+}
+
+static int accept_heartbeat(struct secondary *s, struct migration *m)
+{
+    int fd = accept_authenticated(s, m);
+
+    if (fd < 0)
+        return fd;
+    return heartbeat_start(&s->c->hb, fd, &s->c->hbp, colo_hb_event, s->c);
 }
 
 /* Out of the checkpoint loop without a takeover: wait for one that the policy allows (the
@@ -387,6 +423,25 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         log_err("colo: secondary: no heartbeat connection: %s", strerror(-r));
         goto out;
     }
+    if (c->hybrid) {
+        int lfd = accept_authenticated(s, m);
+        s->hybrid = true;
+        s->bitmap_bytes = (m->vm->mem.size / PAGE_SIZE + 63) / 64 * 8;
+        s->svm_dirty = calloc(1, s->bitmap_bytes);
+        if (lfd < 0 || !s->svm_dirty) {
+            r = lfd < 0 ? lfd : -ENOMEM;
+            if (lfd >= 0)
+                close(lfd);
+            log_err("colo: secondary: no frame link: %s", strerror(-r));
+            goto out;
+        }
+        chan_tune_socket(lfd);
+        r = hybrid_secondary_start(c, m->vm, lfd);
+        if (r) {
+            log_err("colo: secondary: cannot run the secondary VM: %s", strerror(-r));
+            goto out;
+        }
+    }
     colo_fault_point("s-before-ready", 0);
     r = colo_send_msg(&s->sw, COLO_MSG_CHECKPOINT_READY);
     if (r)
@@ -420,6 +475,8 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     heartbeat_send_takeover(&c->hb);
     heartbeat_stop(&c->hb);
     colo_disk_discard(m->vm); /* writes of a checkpoint never applied never happened */
+    if (s->hybrid)
+        hybrid_secondary_takeover(m->vm); /* the SVM runs on: no rollback */
     colo_devices_takeover(m->vm);
     pthread_mutex_lock(&c->lock);
     c->fd = -1;
@@ -438,11 +495,14 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
     colo_stage_destroy(&s->st);
     colo_cache_destroy(&s->cache);
     free(s->devbuf);
+    free(s->svm_dirty);
     free(s);
     return 0;
 
 out:
     log_err("colo: secondary: cannot start COLO: %s", strerror(-r));
+    hybrid_secondary_stop();
+    free(s->svm_dirty);
     heartbeat_stop(&c->hb);
     stream_writer_destroy(&s->sw);
     if (staged)

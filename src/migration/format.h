@@ -46,9 +46,11 @@ enum stream_tag {
  *   OPEN_RETURN_PATH  0  the destination starts answering on the return path
  *   PING              4  u32 cookie, echoed back on the return path
  *   ENABLE_COLO       0  the destination prepares its colo cache before RAM arrives
- *   COLO_SESSION     28  tandem: be32 version (1), be32 heartbeat interval ms, be32 heartbeat
+ *   COLO_SESSION     36  tandem: be32 version (2), be32 heartbeat interval ms, be32 heartbeat
  *                        timeout ms, 16-byte random token that authenticates the heartbeat
- *                        connection (colo/handover.c); follows ENABLE_COLO
+ *                        (and hybrid frame link) connections, be32 mode (0 periodic, 1
+ *                        hybrid), be32 x-compare-timeout ms (colo/handover.c); follows
+ *                        ENABLE_COLO
  */
 enum stream_cmd {
     STREAM_CMD_INVALID = 0,

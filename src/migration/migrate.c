@@ -64,6 +64,8 @@ void migration_init(struct migration *m, struct vm *vm, struct loop *loop)
     m->params.colo_disk_log_max = 1024ULL << 20;
     m->params.colo_io_timeout_ms = 5000;
     m->params.colo_buffer_max = 256ULL << 20;
+    m->params.colo_hybrid = 0;
+    m->params.compare_timeout_ms = 200; /* docs/hybrid.md, "Compare timeout" */
     m->stats.total = vm->mem.size;
 }
 

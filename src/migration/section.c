@@ -34,7 +34,7 @@ struct stream_loader_slot {
 /* Fixed payload length of each command; -1 marks ids that are not commands. */
 static const int cmd_payload_len[STREAM_CMD__MAX] = {
     [STREAM_CMD_INVALID] = -1,    [STREAM_CMD_OPEN_RETURN_PATH] = 0, [STREAM_CMD_PING] = 4,
-    [STREAM_CMD_ENABLE_COLO] = 0, [STREAM_CMD_COLO_SESSION] = 28,
+    [STREAM_CMD_ENABLE_COLO] = 0, [STREAM_CMD_COLO_SESSION] = 36,
 };
 
 _Static_assert(STREAM_CMD_PAYLOAD_MAX <= UINT16_MAX, "command payload length is a u16");

@@ -2,6 +2,9 @@
  */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 
 /*
@@ -13,5 +16,18 @@
  */
 struct net_output {
     int (*send)(void *opaque, const struct iovec *iov, int n);
+    void *opaque;
+};
+
+/* Where a NIC's received frames come from, when not its tap (see virtio_net_set_input). */
+struct net_input {
+    void (*ready)(void *opaque);
+    void *opaque;
+};
+
+/* A look at every frame the tap delivers (see virtio_net_set_rx_hook): frame is a copy of len
+ * bytes; return true to have the guest get the (rewritten) copy. Device lock held. */
+struct net_rx_hook {
+    bool (*seen)(void *opaque, uint8_t *frame, size_t len);
     void *opaque;
 };

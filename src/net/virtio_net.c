@@ -28,6 +28,12 @@ VIRTIO_MMIO_FIRST_MEMBER(struct virtio_net, vdev);
 
 static void rx_set_armed(struct virtio_net *n, bool on)
 {
+    if (n->input.ready) {
+        /* RX comes from elsewhere (virtio_net_inject): tell it there may be room now. */
+        if (on)
+            n->input.ready(n->input.opaque);
+        return;
+    }
     if (n->rx_armed == on)
         return;
     if (loop_mod_fd(n->vdev.vm->loop, n->tap.fd, on ? EPOLLIN : 0) == 0)
@@ -78,14 +84,53 @@ static int rx_gather(struct virtio_net *n, unsigned *niov_out)
     return (int)nchains;
 }
 
+/* Hand the gathered chains to the driver holding a frame of len bytes (header included) already
+ * in n->rx_iov: in order until the frame is placed (at least one); the rest go back. */
+static void rx_commit(struct virtio_net *n, int nchains, uint64_t len)
+{
+    struct virtq *q = &n->vdev.vq[VIRTIO_NET_RXQ];
+    unsigned used = 0, iovpos = 0;
+    uint16_t numbuf;
+    uint64_t left = len;
+
+    for (int i = 0; i < nchains && (i == 0 || left); i++) {
+        const struct virtq_chain *c = &n->rx_chains[i];
+        uint64_t seg = left < c->in_len ? left : c->in_len;
+
+        virtq_mark_written(q, n->rx_iov + iovpos, c->n_in, seg);
+        virtq_fill(q, (uint16_t)used, c->head, (uint32_t)seg);
+        iovpos += c->n_in;
+        left -= seg;
+        used++;
+    }
+    /* The tap leaves num_buffers alone; it is ours to write (1 without MRG_RXBUF). */
+    numbuf = htole16((uint16_t)used);
+    iov_from_buf(n->rx_iov, n->rx_chains[0].n_in, VIRTIO_NET_HDR_NUMBUF_OFF, &numbuf, 2);
+    virtq_mark_written(q, n->rx_iov, n->rx_chains[0].n_in, VIRTIO_NET_HDR_LEN);
+    virtq_flush(q, (uint16_t)used);
+    virtq_unpop(q, (uint16_t)(nchains - (int)used));
+    n->rx_frames++;
+}
+
+/* The frame just read into n->rx_iov (len bytes, header included) goes to the RX hook as a
+ * copy; what the hook changed is written back before the driver sees it. */
+static void rx_observe(struct virtio_net *n, unsigned niov, size_t len)
+{
+    size_t flen;
+
+    if (!n->rx_hook.seen || len <= VIRTIO_NET_HDR_LEN || !n->rx_copy)
+        return;
+    flen = iov_to_buf(n->rx_iov, niov, VIRTIO_NET_HDR_LEN, n->rx_copy, len - VIRTIO_NET_HDR_LEN);
+    if (n->rx_hook.seen(n->rx_hook.opaque, n->rx_copy, flen))
+        iov_from_buf(n->rx_iov, niov, VIRTIO_NET_HDR_LEN, n->rx_copy, flen);
+}
+
 /* Move one frame. 1: a frame was delivered or dropped; 0: the tap is empty; -ENOBUFS: the driver
  * has no room; -EIO: broken ring; other -errno: the tap failed. */
 static int rx_one(struct virtio_net *n)
 {
     struct virtq *q = &n->vdev.vq[VIRTIO_NET_RXQ];
-    unsigned niov = 0, used = 0, iovpos = 0;
-    uint16_t numbuf;
-    uint64_t left;
+    unsigned niov = 0;
     ssize_t len;
     int nchains = rx_gather(n, &niov);
 
@@ -106,25 +151,8 @@ static int rx_one(struct virtio_net *n)
         log_warn("virtio-net%u: read from %s: %s", n->instance, n->tap.ifname, strerror(e));
         return -e;
     }
-    /* Hand out the chains in order until the frame is placed (at least one). */
-    left = (uint64_t)len;
-    for (int i = 0; i < nchains && (i == 0 || left); i++) {
-        const struct virtq_chain *c = &n->rx_chains[i];
-        uint64_t seg = left < c->in_len ? left : c->in_len;
-
-        virtq_mark_written(q, n->rx_iov + iovpos, c->n_in, seg);
-        virtq_fill(q, (uint16_t)used, c->head, (uint32_t)seg);
-        iovpos += c->n_in;
-        left -= seg;
-        used++;
-    }
-    /* The tap leaves num_buffers alone; it is ours to write (1 without MRG_RXBUF). */
-    numbuf = htole16((uint16_t)used);
-    iov_from_buf(n->rx_iov, n->rx_chains[0].n_in, VIRTIO_NET_HDR_NUMBUF_OFF, &numbuf, 2);
-    virtq_mark_written(q, n->rx_iov, n->rx_chains[0].n_in, VIRTIO_NET_HDR_LEN);
-    virtq_flush(q, (uint16_t)used);
-    virtq_unpop(q, (uint16_t)(nchains - (int)used));
-    n->rx_frames++;
+    rx_observe(n, niov, (size_t)len);
+    rx_commit(n, nchains, (uint64_t)len);
     return 1;
 }
 
@@ -172,6 +200,10 @@ static void rx_rearm_cb(void *opaque)
 /* New RX buffers (any thread): watch the tap again, from the main loop that owns the watch. */
 static void rx_kicked(struct virtio_net *n)
 {
+    if (n->input.ready) {
+        n->input.ready(n->input.opaque);
+        return;
+    }
     if (n->rx_armed || n->rx_rearm_posted)
         return;
     if (loop_call(n->vdev.vm->loop, rx_rearm_cb, n) == 0)
@@ -360,6 +392,7 @@ static void net_destroy(void *opaque)
         loop_del_fd(n->vdev.vm->loop, n->tap.fd);
     virtio_mmio_uninit(&n->vdev);
     tap_close(&n->tap);
+    free(n->rx_copy);
     free(n);
 }
 
@@ -376,6 +409,61 @@ void virtio_net_set_output(struct virtio_net *n, const struct net_output *out)
     else
         n->output = (struct net_output){.send = tap_send, .opaque = &n->tap};
     pthread_mutex_unlock(&n->vdev.lock);
+}
+
+void virtio_net_set_rx_hook(struct virtio_net *n, const struct net_rx_hook *hook)
+{
+    uint8_t *copy = NULL;
+
+    if (hook && hook->seen)
+        copy = malloc(n->frame_max);
+    pthread_mutex_lock(&n->vdev.lock);
+    free(n->rx_copy);
+    n->rx_copy = copy;
+    n->rx_hook = hook && copy ? *hook : (struct net_rx_hook){0};
+    pthread_mutex_unlock(&n->vdev.lock);
+}
+
+void virtio_net_set_input(struct virtio_net *n, const struct net_input *in)
+{
+    virtio_mmio_enter(&n->vdev);
+    if (in && in->ready) {
+        rx_set_armed(n, false); /* the tap is not read while another source feeds the guest */
+        n->input = *in;
+    } else {
+        n->input = (struct net_input){0};
+        if (virtio_mmio_queue_usable(&n->vdev, VIRTIO_NET_RXQ))
+            rx_set_armed(n, true);
+    }
+    virtio_mmio_leave(&n->vdev);
+}
+
+int virtio_net_inject(struct virtio_net *n, const void *frame, size_t len)
+{
+    static const uint8_t hdr[VIRTIO_NET_HDR_LEN];
+    unsigned niov = 0;
+    int r, nchains;
+
+    if (len < ETH_HDR_BYTES || len + VIRTIO_NET_HDR_LEN > n->frame_max)
+        return -EMSGSIZE;
+    virtio_mmio_enter(&n->vdev);
+    if (!virtio_mmio_queue_usable(&n->vdev, VIRTIO_NET_RXQ)) {
+        r = -EAGAIN; /* stopped, or no driver yet: ready() comes when it can take frames */
+        goto out;
+    }
+    nchains = rx_gather(n, &niov);
+    if (nchains <= 0) {
+        r = nchains == 0 ? -ENOBUFS : nchains;
+        goto out;
+    }
+    iov_from_buf(n->rx_iov, niov, 0, hdr, sizeof(hdr));
+    iov_from_buf(n->rx_iov, niov, VIRTIO_NET_HDR_LEN, frame, len);
+    rx_commit(n, nchains, len + VIRTIO_NET_HDR_LEN);
+    virtio_mmio_used(&n->vdev, VIRTIO_NET_RXQ);
+    r = 1;
+out:
+    virtio_mmio_leave(&n->vdev);
+    return r;
 }
 
 int virtio_net_create_tap(struct vm *vm, struct tap *tap, const uint8_t mac[6], char *err,

@@ -51,6 +51,9 @@ struct virtio_net {
     struct tap tap;
     uint32_t instance;
     struct net_output output;
+    struct net_input input;     /* ready set: RX from virtio_net_inject, not the tap */
+    struct net_rx_hook rx_hook; /* sees (and may rewrite) every frame read from the tap */
+    uint8_t *rx_copy;           /* frame_max bytes while rx_hook is set */
     uint32_t frame_max; /* header + largest frame the tap delivers */
     bool rx_armed;      /* tap watched for EPOLLIN (changed on the main loop only) */
     bool rx_rearm_posted;
@@ -75,5 +78,16 @@ struct virtio_net *virtio_net_find(struct vm *vm, uint32_t instance);
 void virtio_net_rx(struct virtio_net *n);
 /* Route TX frames through out (COLO holds them until a checkpoint); NULL restores the tap. */
 void virtio_net_set_output(struct virtio_net *n, const struct net_output *out);
+/* Feed RX from somewhere else than the tap (COLO hybrid: the secondary's frames come from the
+ * primary); NULL: the tap again. in->ready is called (device lock held, any thread: it must only
+ * post work) whenever the driver may have made room. */
+void virtio_net_set_input(struct virtio_net *n, const struct net_input *in);
+/* Place one Ethernet frame (no header) into the guest's RX buffers, taking the device lock.
+ * 1: delivered; -ENOBUFS: no room (keep it, retry on ready); -EAGAIN: the device is stopped or
+ * not driven (retry on ready); -EMSGSIZE: it can never fit; -EIO: broken ring. */
+int virtio_net_inject(struct virtio_net *n, const void *frame, size_t len);
+/* Every frame read from the tap is shown to hook->seen before the driver sees it (a copy; the
+ * hook returns true to have its changes written back). NULL removes it. */
+void virtio_net_set_rx_hook(struct virtio_net *n, const struct net_rx_hook *hook);
 /* "52:54:00:12:34:56" -> mac; unicast only. 0 or -EINVAL. */
 int virtio_net_parse_mac(const char *s, uint8_t mac[6]);

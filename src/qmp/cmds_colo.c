@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "colo/colo.h"
+#include "colo/hybrid.h"
 #include "qmp/server.h"
 
 static struct qmp_server *colo_qmp;
@@ -33,6 +34,8 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
     struct json_object *o = json_object_new_object(), *s = json_object_new_object();
     struct json_object *pause = json_object_new_object();
     struct colo_policy_state ps;
+    struct hybrid_stats hs;
+    struct json_object *by;
 
     colo_query(&mode, &last, &reason, &st, &p99, &mean);
     json_object_object_add(o, "mode", json_object_new_string(colo_mode_name(mode)));
@@ -55,6 +58,32 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
         json_object_object_add(s, "last-failover-unix-ms", NULL);
     }
     json_object_object_add(s, "discarded-frames", json_object_new_uint64(st.discarded_frames));
+    by = json_object_new_object();
+    for (unsigned i = 0; i < COLO_CKPT__MAX; i++)
+        json_object_object_add(by, colo_ckpt_cause_name(i), json_object_new_uint64(st.by_cause[i]));
+    json_object_object_add(s, "checkpoints-by-cause", by);
+    hybrid_query(&hs);
+    if (hs.active || hs.compared || hs.mirrored) {
+        struct json_object *h = json_object_new_object(), *hold = json_object_new_object();
+        json_object_object_add(h, "compared", json_object_new_uint64(hs.compared));
+        json_object_object_add(h, "matched", json_object_new_uint64(hs.matched));
+        json_object_object_add(h, "released", json_object_new_uint64(hs.released));
+        json_object_object_add(h, "mismatches", json_object_new_uint64(hs.mismatches));
+        json_object_object_add(h, "timeouts", json_object_new_uint64(hs.timeouts));
+        json_object_object_add(h, "overflows", json_object_new_uint64(hs.overflows));
+        json_object_object_add(h, "svm-dropped", json_object_new_uint64(hs.svm_dropped));
+        json_object_object_add(h, "mirrored", json_object_new_uint64(hs.mirrored));
+        json_object_object_add(h, "mirror-drops", json_object_new_uint64(hs.mirror_drops));
+        json_object_object_add(h, "rewritten-in", json_object_new_uint64(hs.rewritten_in));
+        json_object_object_add(h, "rewritten-out", json_object_new_uint64(hs.rewritten_out));
+        json_object_object_add(h, "rewrite-connections",
+                               json_object_new_uint64(hs.rewrite_conns));
+        json_object_object_add(hold, "count", json_object_new_uint64(hs.hold_count));
+        json_object_object_add(hold, "mean", ms(hs.hold_mean_us));
+        json_object_object_add(hold, "p99", ms(hs.hold_p99_us));
+        json_object_object_add(h, "hold-ms", hold);
+        json_object_object_add(s, "hybrid", h);
+    }
     json_object_object_add(o, "stats", s);
     colo_query_policy(&ps);
     json_object_object_add(o, "armed", json_object_new_boolean(ps.armed));

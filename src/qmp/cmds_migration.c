@@ -141,7 +141,11 @@ static const struct param_desc params[] = {
     {"x-colo-disk-log-max", offsetof(struct mig_params, colo_disk_log_max), 1ULL << 20, 1ULL << 40},
     {"x-colo-io-timeout", offsetof(struct mig_params, colo_io_timeout_ms), 100, 600000},
     {"x-colo-buffer-max", offsetof(struct mig_params, colo_buffer_max), 4096, 1ULL << 40},
+    {"x-compare-timeout", offsetof(struct mig_params, compare_timeout_ms), 10, 60000},
 };
+
+/* x-colo-mode: the one string parameter ("periodic" | "hybrid"). */
+static const char *const colo_mode_names[] = {"periodic", "hybrid"};
 
 static uint64_t param_get(const struct mig_params *p, const struct param_desc *d)
 {
@@ -173,6 +177,19 @@ static int cmd_set_parameters(void *opaque, struct json_object *args, struct jso
     {
         size_t i;
         int64_t v;
+        if (!strcmp(key, "x-colo-mode")) {
+            const char *mode = json_object_is_type(val, json_type_string)
+                                   ? json_object_get_string(val)
+                                   : "";
+            for (i = 0; i < 2 && strcmp(colo_mode_names[i], mode); i++)
+                ;
+            if (i == 2) {
+                snprintf(err, errlen, "Parameter 'x-colo-mode' expects 'periodic' or 'hybrid'");
+                return -EINVAL;
+            }
+            np.colo_hybrid = i;
+            continue;
+        }
         for (i = 0; i < n && strcmp(params[i].name, key); i++)
             ;
         if (i == n) {
@@ -215,6 +232,8 @@ static int cmd_query_parameters(void *opaque, struct json_object *args, struct j
     pthread_mutex_unlock(&q->m->lock);
     for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
         add_u64(o, params[i].name, param_get(&p, &params[i]));
+    json_object_object_add(o, "x-colo-mode",
+                           json_object_new_string(colo_mode_names[p.colo_hybrid ? 1 : 0]));
     *ret = o;
     return 0;
 }

@@ -14,11 +14,12 @@ def free_port() -> int:
 
 
 class Pair:
-    """primary + secondary running `guest` under COLO (periodic mode)."""
+    """primary + secondary running `guest` under COLO (periodic mode; params adds migration
+    parameters for the primary, e.g. {"x-colo-mode": "hybrid"})."""
 
     def __init__(self, env, procs, guest="counter", append="", delay_ms=100, extra=(),
                  pri_env=None, sec_env=None, sec_extra=(), pri_extra=(), hb_timeout=None,
-                 uri=None, pri_netns=None, sec_netns=None, pri_ready=None):
+                 uri=None, pri_netns=None, sec_netns=None, pri_ready=None, params=None):
         d = tmpdir()
         self.dir = d
         self.port = free_port()
@@ -41,7 +42,7 @@ class Pair:
         self.pq.cmd("migrate-set-capabilities",
                     {"capabilities": [{"capability": "x-colo", "state": True},
                                       {"capability": "events", "state": True}]})
-        params = {"x-checkpoint-delay": delay_ms}
+        params = {"x-checkpoint-delay": delay_ms, **(params or {})}
         if hb_timeout:
             params["x-heartbeat-timeout"] = hb_timeout
         self.pq.cmd("migrate-set-parameters", params)

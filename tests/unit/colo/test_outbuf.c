@@ -2,7 +2,7 @@
  * them -- also when the NIC sends while a stop drains, and when two releases race -- epoch by
  * epoch; discard drops what is held and keeps holding; the console's byte stream coalesces per
  * epoch; at half the limit the buffer asks for a checkpoint (once per epoch), at the limit it
- * drops. The send callback records what "the wire" saw; colo_request_checkpoint is wrapped
+ * drops. The send callback records what "the wire" saw; colo_request_checkpoint_for is wrapped
  * (-Wl,--wrap) and counted. */
 #include <pthread.h>
 #include <setjmp.h>
@@ -16,14 +16,16 @@
 
 #include <cmocka.h>
 
+#include "colo/colo.h"
 #include "colo/outbuf.h"
 
-void __wrap_colo_request_checkpoint(void);
+void __wrap_colo_request_checkpoint_for(enum colo_ckpt_cause why);
 
 static int ckpt_requests;
 
-void __wrap_colo_request_checkpoint(void)
+void __wrap_colo_request_checkpoint_for(enum colo_ckpt_cause why)
 {
+    assert_int_equal(why, COLO_CKPT_QUEUE_FULL);
     ckpt_requests++;
 }
 
