@@ -180,8 +180,7 @@ int colo_request_failover(enum colo_reason why, bool force, char *err, size_t er
 
 const char *colo_ckpt_cause_name(enum colo_ckpt_cause c)
 {
-    static const char *const names[] = {"periodic", "mismatch", "timeout", "queue-full",
-                                         "request"};
+    static const char *const names[] = {"periodic", "mismatch", "timeout", "queue-full", "request"};
     return (unsigned)c < COLO_CKPT__MAX ? names[c] : "?";
 }
 

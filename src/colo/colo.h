@@ -80,7 +80,7 @@ struct colo {
     uint32_t compare_timeout_ms; /* this session's x-compare-timeout */
     bool checkpoint_requested;
     enum colo_ckpt_cause requested_cause; /* the first cause since the last checkpoint */
-    bool leave_requested; /* primary: colo_request_leave */
+    bool leave_requested;                 /* primary: colo_request_leave */
     char leave_why[128];
     bool failover_requested;
     enum colo_reason failover_reason;

@@ -19,12 +19,12 @@
 #include "net/virtio_net.h"
 #include "virtio/iov.h"
 
-#define HOLD_SAMPLES    8192          /* ring of recent hold times, for p99 */
-#define CMP_MAX_BYTES   (8u << 20)    /* per NIC, both sides (docs/hybrid.md, "Bounds") */
-#define CMP_MAX_CONNS   4096u         /* per NIC */
-#define RW_MAX_CONNS    4096u         /* per NIC */
-#define RW_MAX_HELD     (1u << 20)    /* per NIC: client frames waiting for the SVM's SYN-ACK */
-#define INBOX_MAX_BYTES (16u << 20)   /* secondary: mirrored frames waiting for the SVM */
+#define HOLD_SAMPLES    8192        /* ring of recent hold times, for p99 */
+#define CMP_MAX_BYTES   (8u << 20)  /* per NIC, both sides (docs/hybrid.md, "Bounds") */
+#define CMP_MAX_CONNS   4096u       /* per NIC */
+#define RW_MAX_CONNS    4096u       /* per NIC */
+#define RW_MAX_HELD     (1u << 20)  /* per NIC: client frames waiting for the SVM's SYN-ACK */
+#define INBOX_MAX_BYTES (16u << 20) /* secondary: mirrored frames waiting for the SVM */
 
 struct qframe {
     struct qframe *next;
@@ -56,6 +56,7 @@ static struct hybrid {
     struct hnic nic[COLO_MAX_NICS];
     unsigned nnics;
     atomic_uint_fast64_t gen; /* primary: closed so far; secondary: the SVM's */
+    uint64_t closing;         /* primary: the checkpoint held frames are moving into */
     bool deliver_posted;
     /* hold times of PVM frames (µs), compare- and checkpoint-released */
     uint32_t hold[HOLD_SAMPLES];
@@ -134,7 +135,7 @@ static void record_hold(uint64_t arrived_ns, uint64_t now)
 
 static enum colo_ckpt_cause cause_of(enum colo_cmp_result r)
 {
-    return r == COLO_CMP_MISMATCH ? COLO_CKPT_MISMATCH
+    return r == COLO_CMP_MISMATCH  ? COLO_CKPT_MISMATCH
            : r == COLO_CMP_TIMEOUT ? COLO_CKPT_TIMEOUT
                                    : COLO_CKPT_QUEUE_FULL;
 }
@@ -144,13 +145,22 @@ static void note_result(enum colo_cmp_result r, unsigned nic)
     if (r == COLO_CMP_OK)
         return;
     log_debug("colo: hybrid: nic %u: %s: checkpoint now", nic,
-              r == COLO_CMP_MISMATCH   ? "output differs"
-              : r == COLO_CMP_TIMEOUT  ? "output unmatched too long"
-                                       : "compare queue full");
+              r == COLO_CMP_MISMATCH  ? "output differs"
+              : r == COLO_CMP_TIMEOUT ? "output unmatched too long"
+                                      : "compare queue full");
     colo_request_checkpoint_for(cause_of(r));
 }
 
 /* ---- primary ---- */
+
+/* The IPv4 id of a frame (for the per-frame debug log that tests match with a capture), or
+ * -1 when it is not IPv4. */
+static long ipv4_id(const uint8_t *f, size_t len)
+{
+    if (len < 34 || f[12] != 0x08 || f[13] != 0x00)
+        return -1;
+    return (long)(f[18] << 8 | f[19]);
+}
 
 /* compare -> the wire (hy.lock held) */
 static void release_cb(void *opaque, const uint8_t *frame, size_t len, uint64_t arrived_ns)
@@ -160,6 +170,8 @@ static void release_cb(void *opaque, const uint8_t *frame, size_t len, uint64_t 
 
     tap_send(&h->n->tap, &iov, 1);
     record_hold(arrived_ns, now_ns());
+    log_debug("colo: hybrid: nic %u out id %ld len %zu: compare released it", h->idx,
+              ipv4_id(frame, len), len);
 }
 
 /* compare -> the closing epoch (hy.lock held, vCPUs paused) */
@@ -169,6 +181,8 @@ static void take_cb(void *opaque, const uint8_t *frame, size_t len, uint64_t arr
     struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
 
     colo_outbuf_send(&hy.c->outbuf[h->idx], &iov, 1);
+    log_debug("colo: hybrid: nic %u out id %ld len %zu: held for checkpoint %llu", h->idx,
+              ipv4_id(frame, len), len, (unsigned long long)hy.closing);
     if (hy.nflushed == hy.capflushed) {
         size_t cap = hy.capflushed ? 2 * hy.capflushed : 256;
         uint64_t *nf = realloc(hy.flushed, cap * sizeof(*nf));
@@ -235,8 +249,7 @@ static void primary_link_cb(void *opaque, enum mirror_kind kind, unsigned nic, u
     bool was_idle;
 
     pthread_mutex_lock(&hy.lock);
-    if (kind != MIRROR_OUTPUT || nic >= hy.nnics || !hy.comparing ||
-        gen != atomic_load(&hy.gen)) {
+    if (kind != MIRROR_OUTPUT || nic >= hy.nnics || !hy.comparing || gen != atomic_load(&hy.gen)) {
         hy.svm_dropped++; /* stale: made before the checkpoint that reset the SVM */
         pthread_mutex_unlock(&hy.lock);
         return;
@@ -291,8 +304,8 @@ int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd)
         virtio_net_set_output(hy.nic[i].n, &out);
         virtio_net_set_rx_hook(hy.nic[i].n, &hook);
     }
-    log_info("colo: hybrid: comparing the output of %u NIC(s), x-compare-timeout %u ms",
-             hy.nnics, c->compare_timeout_ms);
+    log_info("colo: hybrid: comparing the output of %u NIC(s), x-compare-timeout %u ms", hy.nnics,
+             c->compare_timeout_ms);
     return 0;
 
 fail:
@@ -305,6 +318,7 @@ fail:
 void hybrid_primary_close_gen(struct colo *c, uint64_t gen)
 {
     pthread_mutex_lock(&hy.lock);
+    hy.closing = gen;
     if (hy.comparing) {
         for (unsigned i = 0; i < hy.nnics; i++) {
             struct colo_cmp_stats before, after;
@@ -396,6 +410,7 @@ void hybrid_primary_stop(struct colo *c, struct vm *vm)
     /* What the compare still holds joins the epoch buffer, whose fate the policy decides. */
     pthread_mutex_lock(&hy.lock);
     hy.comparing = false;
+    hy.closing = UINT64_MAX; /* logged as such: the leaving policy decides */
     for (unsigned i = 0; i < hy.nnics; i++) {
         struct colo_cmp_stats s;
         if (!hy.nic[i].cmp)

@@ -64,7 +64,7 @@ void hybrid_secondary_stop(void);
 struct hybrid_stats {
     bool active;
     uint64_t compared, matched, released, mismatches, timeouts, overflows;
-    uint64_t svm_dropped;           /* SVM frames dropped: stale generation, or at checkpoints */
+    uint64_t svm_dropped;            /* SVM frames dropped: stale generation, or at checkpoints */
     uint64_t mirrored, mirror_drops; /* input frames sent to the secondary / lost */
     uint64_t hold_count, hold_mean_us, hold_p99_us;
     uint64_t rewritten_in, rewritten_out, rewrite_conns; /* secondary */

@@ -76,8 +76,8 @@ static void *reader_main(void *opaque)
         pthread_mutex_lock(&mi->lock);
         mi->received++;
         pthread_mutex_unlock(&mi->lock);
-        mi->fn(mi->opaque, (enum mirror_kind)buf[4], buf[5], be64_load(buf + 8),
-               buf + MIRROR_HDR, n - (MIRROR_HDR - 4));
+        mi->fn(mi->opaque, (enum mirror_kind)buf[4], buf[5], be64_load(buf + 8), buf + MIRROR_HDR,
+               n - (MIRROR_HDR - 4));
     }
     free(buf);
     mark_broken(mi, why);
@@ -87,7 +87,8 @@ static void *reader_main(void *opaque)
 static int write_all(int fd, struct iovec *iov, int cnt)
 {
     while (cnt) {
-        ssize_t w = writev(fd, iov, cnt > 64 ? 64 : cnt);
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)(cnt > 64 ? 64 : cnt)};
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL); /* a closed peer is an error, not a signal */
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)

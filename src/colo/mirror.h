@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define MIRROR_FRAME_MAX 65536u     /* larger than any frame a NIC sends or a tap delivers */
+#define MIRROR_FRAME_MAX 65536u      /* larger than any frame a NIC sends or a tap delivers */
 #define MIRROR_QUEUE_MAX (16u << 20) /* bytes waiting for the writer */
 
 enum mirror_kind { MIRROR_INPUT = 1, MIRROR_OUTPUT = 2 };

@@ -37,9 +37,9 @@ struct primary {
     struct ram_source src;
     struct devstate *ds;
     unsigned long *dirty;
-    uint64_t n;          /* checkpoint number */
-    int io_timeout_ms;   /* x-colo-io-timeout: every stream wait; the base of the apply wait */
-    uint64_t buffer_max; /* x-colo-buffer-max: dirty RAM the checkpoint buffer may hold */
+    uint64_t n;               /* checkpoint number */
+    int io_timeout_ms;        /* x-colo-io-timeout: every stream wait; the base of the apply wait */
+    uint64_t buffer_max;      /* x-colo-buffer-max: dirty RAM the checkpoint buffer may hold */
     unsigned long *svm_dirty; /* hybrid: the SVM's dirty pages, from checkpoint-reply */
     size_t bitmap_bytes;
 };

@@ -54,8 +54,8 @@ struct virtio_net {
     struct net_input input;     /* ready set: RX from virtio_net_inject, not the tap */
     struct net_rx_hook rx_hook; /* sees (and may rewrite) every frame read from the tap */
     uint8_t *rx_copy;           /* frame_max bytes while rx_hook is set */
-    uint32_t frame_max; /* header + largest frame the tap delivers */
-    bool rx_armed;      /* tap watched for EPOLLIN (changed on the main loop only) */
+    uint32_t frame_max;         /* header + largest frame the tap delivers */
+    bool rx_armed;              /* tap watched for EPOLLIN (changed on the main loop only) */
     bool rx_rearm_posted;
     bool tx_resume_posted;
     struct iovec rx_iov[VIRTIO_NET_RX_IOV];

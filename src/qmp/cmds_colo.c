@@ -76,8 +76,7 @@ static int cmd_query_colo_status(void *opaque, struct json_object *args, struct 
         json_object_object_add(h, "mirror-drops", json_object_new_uint64(hs.mirror_drops));
         json_object_object_add(h, "rewritten-in", json_object_new_uint64(hs.rewritten_in));
         json_object_object_add(h, "rewritten-out", json_object_new_uint64(hs.rewritten_out));
-        json_object_object_add(h, "rewrite-connections",
-                               json_object_new_uint64(hs.rewrite_conns));
+        json_object_object_add(h, "rewrite-connections", json_object_new_uint64(hs.rewrite_conns));
         json_object_object_add(hold, "count", json_object_new_uint64(hs.hold_count));
         json_object_object_add(hold, "mean", ms(hs.hold_mean_us));
         json_object_object_add(hold, "p99", ms(hs.hold_p99_us));

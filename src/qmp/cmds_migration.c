@@ -178,9 +178,8 @@ static int cmd_set_parameters(void *opaque, struct json_object *args, struct jso
         size_t i;
         int64_t v;
         if (!strcmp(key, "x-colo-mode")) {
-            const char *mode = json_object_is_type(val, json_type_string)
-                                   ? json_object_get_string(val)
-                                   : "";
+            const char *mode =
+                json_object_is_type(val, json_type_string) ? json_object_get_string(val) : "";
             for (i = 0; i < 2 && strcmp(colo_mode_names[i], mode); i++)
                 ;
             if (i == 2) {

@@ -47,3 +47,38 @@ def test_hybrid_udp_smoke(vmenv, procs, hosts):
     assert s["ncontradictions"] == 0, s["contradictions"]
     assert s["no_reply"] == 0, s
     assert hy["matched"] > 0, hy
+
+
+@pytest.mark.netns
+def test_hybrid_udp_primary_killed(vmenv, procs, hosts):
+    p = hybrid_pair(vmenv, procs, hosts)
+    p.start()
+    c = start_client(hosts)
+    p.wait_checkpoints(3)
+    time.sleep(2)
+    t = time.time()
+    p.pri.kill(signal.SIGKILL)
+    p.sq.wait_event("COLO_EXIT", timeout=30)
+    assert p.sq.cmd("query-status")["status"] == "running"
+    time.sleep(3)
+    s = stop_client(c, t)
+    print(s)
+    assert s["ncontradictions"] == 0, s["contradictions"]
+    assert s["answers_before_kill"] > 0 and s["answers_after_kill"] > 0, s
+    assert s["no_reply"] == 0, s
+
+
+@pytest.mark.netns
+def test_hybrid_udp_secondary_killed(vmenv, procs, hosts):
+    p = hybrid_pair(vmenv, procs, hosts)
+    p.start()
+    c = start_client(hosts)
+    p.wait_checkpoints(3)
+    p.sec.kill(signal.SIGKILL)
+    ev = p.pq.wait_event("COLO_EXIT", timeout=30)
+    assert ev["data"] == {"mode": "primary", "reason": "error"}
+    time.sleep(3)
+    s = stop_client(c)
+    print(s)
+    assert s["ncontradictions"] == 0, s["contradictions"]
+    assert s["no_reply"] == 0, s
