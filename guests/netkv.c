@@ -1,4 +1,5 @@
-/* netkv.c: a UDP key-value service on virtio-net (ARP, ICMP echo, SET/GET/DEL with a sequence). */
+/* netkv.c: a key-value service on virtio-net: UDP and TCP, ARP, ICMP echo, SET/GET/DEL with a
+ * sequence. */
 #include "rt.h"
 #include "virtio.h"
 
@@ -12,9 +13,50 @@
  *   anything else      ->  ERR <reason> <seq>  (reason: one word)
  * Keys: 1..64 bytes 0x21..0x7e. Values: 1..256 bytes 0x20..0x7e. A reply is sent only after
  * the request has been applied to the table in guest RAM.
+ *
+ * TCP port 7001: the same requests as lines ending in "\n" ("\r\n" tolerated) anywhere in the
+ * byte stream; each gets the line UDP would send, in order. A line longer than LINE_MAX bytes
+ * is answered from its first LINE_MAX bytes (always an ERR) and the rest of it skipped. A last
+ * line without "\n" before the client's FIN is answered too.
+ *
+ * diverge=N on the command line (0, the default: never): every Nth reply, counting all replies
+ * of both protocols in guest RAM (so two replicas of the VM count alike), starts with a token
+ * "~" + 16 lowercase hex digits of the TSC + " ", e.g. "~00000012a05f2c4e OK 7\n": the
+ * replicas' replies then differ there (COLO must checkpoint). Strip the token to parse.
+ *
+ * The TCP server, one connection per client (address, port), passive open only:
+ *
+ *   (free) --SYN--> SYN_RCVD --ACK of our SYN--> ESTABLISHED --FIN--> CLOSE_WAIT
+ *     ^              | SYN again: the same SYN-ACK (our ISN)               | every line answered
+ *     |              |                                                     v (replies, then FIN)
+ *     +------------- | ---------------- ACK of our FIN ---------------- LAST_ACK
+ *     +-- any state: RST in the window, or RTO_TRIES timeouts in a row (then we send RST)
+ *
+ *  - The ISN is the mixed TSC: two replicas pick different ones (tandem's COLO rewriter maps
+ *    them). Everything else follows from the input frames alone: the same frames give the
+ *    same output byte stream (segment boundaries may differ where a timer fired).
+ *  - In order only: a segment not starting at rcv_nxt is dropped and answered with a duplicate
+ *    ACK, unless it is only partly old (its new tail is kept). No SACK, window scaling or
+ *    timestamps; MSS option 1460 in the SYN-ACK; segments of min(1460, the client's MSS).
+ *  - Receive: TCP_RBUF bytes per connection hold what is not answered yet (a partial line, or
+ *    lines waiting for send-buffer room); the window advertised is what is left of it, so it
+ *    stays at 16 KiB in practice and its right edge never moves back.
+ *  - Send: replies wait in TCP_SBUF bytes per connection until acknowledged; a line is answered
+ *    only when REPLY_MAX bytes are free there. Replies leave at once (no Nagle, no delayed
+ *    ACK); all the replies for one segment's lines may share segments; a segment that gets no
+ *    reply (a partial line, a FIN) gets a pure ACK. The client's window is honoured (a closed
+ *    one is probed with one byte). No congestion control: a LAN service.
+ *  - Retransmission: RTO_INIT_MS after the oldest unacknowledged byte (SYN and FIN included)
+ *    was sent, everything unacknowledged is sent again (go-back-N), the RTO doubles up to
+ *    RTO_MAX_MS; RTO_TRIES timeouts without an ACK of new data: RST, slot freed. An ACK of new
+ *    data resets the RTO. In irq mode the local APIC timer wakes the guest, armed only while
+ *    some connection has bytes in flight.
+ *  - TCP_CONNS connections at once; a SYN finding no free slot is refused with RST. Segments
+ *    for no connection get RST (never in answer to an RST).
  */
 
-#define KV_PORT 7000
+#define KV_PORT  7000
+#define TCP_PORT 7001
 
 #define KEY_MAX    64
 #define VALUE_MAX  256
@@ -31,11 +73,53 @@
 #define IP_HLEN  20 /* IPv4 header without options (what replies carry) */
 #define UDP_HLEN 8
 #define ARP_LEN  28 /* ARP for IPv4 over Ethernet */
+#define TCP_HLEN 20 /* TCP header without options */
 
 #define ETH_P_IP     0x0800
 #define ETH_P_ARP    0x0806
 #define IPPROTO_ICMP 1
+#define IPPROTO_TCP  6
 #define IPPROTO_UDP  17
+
+#define TCP_MSS     1460
+#define TCP_MSS_DEF 536 /* a client that sends no MSS option */
+#define TCP_CONNS   64
+#define TCP_RBUF    16384 /* per connection: received bytes not answered yet (the window) */
+#define TCP_SBUF    8192  /* per connection: reply bytes not acknowledged yet */
+#define LINE_MAX    1024  /* longer TCP lines are answered from this prefix (an ERR) */
+#define REPLY_MAX   320   /* a reply's bound: nonce 18 + "VALUE " 6 + 256 + " " 20 digits "\n" */
+#define RTO_INIT_MS 200
+#define RTO_MAX_MS  4000
+#define RTO_TRIES   10
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_PSH 0x08
+#define TH_ACK 0x10
+
+enum tcp_state { TCP_FREE = 0, TCP_SYN_RCVD, TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_LAST_ACK };
+
+/* One connection. Sequence space: our SYN is iss; reply byte sbuf[i] is snd_una + i once the
+ * SYN is acknowledged; our FIN (LAST_ACK) follows the last reply byte, at snd_una + slen. */
+struct tcb {
+    uint8_t state;
+    uint8_t skipping; /* discarding the rest of an overlong line up to its "\n" */
+    uint8_t tries;    /* timeouts since the last ACK of new data */
+    uint8_t peer_mac[6];
+    uint16_t peer_port;
+    uint32_t peer_ip;
+    uint32_t mss; /* segment size we send */
+    uint32_t iss, irs;
+    uint32_t snd_una, snd_nxt, snd_max; /* snd_max: end of the highest sequence sent */
+    uint32_t snd_wnd;                   /* the client's window */
+    uint32_t rcv_nxt;
+    uint32_t rlen, slen;
+    uint64_t rto;      /* TSC ticks */
+    uint64_t deadline; /* TSC of the next retransmission; 0: nothing in flight */
+    char rbuf[TCP_RBUF];
+    char sbuf[TCP_SBUF];
+};
 
 struct entry {
     uint8_t used;
@@ -62,6 +146,15 @@ static int irq_mode;   /* irq=1: sleep in rt_wait_irq instead of spinning */
 static uint8_t my_mac[6];
 static uint32_t my_ip; /* host byte order */
 static uint16_t ip_id;
+
+static uint64_t diverge;  /* diverge=N: every Nth reply carries a TSC nonce (0: none) */
+static uint64_t nreplies; /* replies so far, UDP and TCP */
+
+static struct tcb conns[TCP_CONNS];
+static unsigned nconns;     /* slots in use */
+static uint64_t tsc_mhz;    /* TSC ticks per microsecond */
+static int timer_vec = -1;  /* irq mode: the local APIC timer's vector */
+static uint64_t timer_next; /* the TSC the timer is armed for; 0: stopped */
 
 /* ---- byte helpers (network byte order) ---- */
 
@@ -104,13 +197,18 @@ static uint16_t csum_fold(uint32_t sum)
     return (uint16_t)~sum;
 }
 
-/* UDP checksum over the pseudo header and the datagram at udp (length len, checksum field
- * included as it is). */
-static uint16_t udp_csum(const uint8_t *ip, const uint8_t *udp, uint16_t len)
+/* UDP or TCP checksum over the pseudo header (addresses from the IPv4 header ip) and the
+ * segment at p (length len, checksum field included as it is). */
+static uint16_t l4_csum(const uint8_t *ip, uint8_t proto, const uint8_t *p, uint16_t len)
 {
     uint32_t sum = csum_add(0, ip + 12, 8); /* source and destination addresses */
-    sum += IPPROTO_UDP + len;
-    return csum_fold(csum_add(sum, udp, len));
+    sum += (uint32_t)proto + len;
+    return csum_fold(csum_add(sum, p, len));
+}
+
+static uint16_t udp_csum(const uint8_t *ip, const uint8_t *udp, uint16_t len)
+{
+    return l4_csum(ip, IPPROTO_UDP, udp, len);
 }
 
 /* ---- the table ---- */
@@ -221,6 +319,16 @@ static size_t serve(const char *req, size_t n, char *out, size_t outsz)
     return (size_t)rt_snprintf(out, outsz, "OK %lu\n", seq);
 }
 
+/* serve() with the diverge nonce in front of every diverge-th reply. */
+static size_t answer(const char *req, size_t n, char *out, size_t outsz)
+{
+    size_t k = 0;
+    nreplies++;
+    if (diverge && nreplies % diverge == 0)
+        k = (size_t)rt_snprintf(out, outsz, "~%016lx ", rt_rdtsc());
+    return k + serve(req, n, out + k, outsz - k);
+}
+
 /* ---- transmit ---- */
 
 static void tx_reclaim(void)
@@ -295,8 +403,8 @@ static void arp(const uint8_t *f, size_t len)
     tx_put(b, ETH_HLEN + ARP_LEN);
 }
 
-/* IPv4 header for a reply of payload bytes to the sender of ip. */
-static void ip_reply(uint8_t *o, const uint8_t *ip, uint8_t proto, size_t payload)
+/* IPv4 header for payload bytes to dst. */
+static void ip_header(uint8_t *o, uint32_t dst, uint8_t proto, size_t payload)
 {
     o[0] = 0x45;
     o[1] = 0;
@@ -307,8 +415,14 @@ static void ip_reply(uint8_t *o, const uint8_t *ip, uint8_t proto, size_t payloa
     o[9] = proto;
     put16(o + 10, 0);
     put32(o + 12, my_ip);
-    memcpy(o + 16, ip + 12, 4);
+    put32(o + 16, dst);
     put16(o + 10, csum_fold(csum_add(0, o, IP_HLEN)));
+}
+
+/* IPv4 header for a reply of payload bytes to the sender of ip. */
+static void ip_reply(uint8_t *o, const uint8_t *ip, uint8_t proto, size_t payload)
+{
+    ip_header(o, get32(ip + 12), proto, payload);
 }
 
 static void icmp(const uint8_t *f, const uint8_t *ip, const uint8_t *p, size_t len)
@@ -334,8 +448,8 @@ static void udp(const uint8_t *f, const uint8_t *ip, const uint8_t *u, size_t le
         return;
     unsigned b = tx_get();
     uint8_t *o = txbuf[b] + NET_HDR_LEN, *r = o + ETH_HLEN + IP_HLEN;
-    size_t n = serve((const char *)u + UDP_HLEN, len - UDP_HLEN, (char *)r + UDP_HLEN,
-                     BUF_SIZE - NET_HDR_LEN - ETH_HLEN - IP_HLEN - UDP_HLEN);
+    size_t n = answer((const char *)u + UDP_HLEN, len - UDP_HLEN, (char *)r + UDP_HLEN,
+                      BUF_SIZE - NET_HDR_LEN - ETH_HLEN - IP_HLEN - UDP_HLEN);
     eth_reply(o, f, ETH_P_IP);
     ip_reply(o + ETH_HLEN, ip, IPPROTO_UDP, UDP_HLEN + n);
     put16(r, KV_PORT);
@@ -345,6 +459,379 @@ static void udp(const uint8_t *f, const uint8_t *ip, const uint8_t *u, size_t le
     uint16_t c = udp_csum(o + ETH_HLEN, r, (uint16_t)(UDP_HLEN + n));
     put16(r + 6, c ? c : 0xffff);
     tx_put(b, ETH_HLEN + IP_HLEN + UDP_HLEN + n);
+}
+
+/* ---- TCP (the design is at the top of the file) ---- */
+
+static int seq_lt(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+static int seq_le(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) <= 0;
+}
+
+static uint32_t min32(uint32_t a, uint32_t b)
+{
+    return a < b ? a : b;
+}
+
+/* One segment to mac/ip:port from our port lport; mss: with an MSS option (SYN-ACK). */
+static void tcp_segment(const uint8_t *mac, uint32_t ip, uint16_t port, uint16_t lport, uint32_t sn,
+                        uint32_t ack, uint8_t flags, uint16_t win, const char *data, size_t n,
+                        int mss)
+{
+    size_t hl = TCP_HLEN + (mss ? 4 : 0);
+    unsigned b = tx_get();
+    uint8_t *o = txbuf[b] + NET_HDR_LEN, *ih = o + ETH_HLEN, *t = ih + IP_HLEN;
+    memcpy(o, mac, 6);
+    memcpy(o + 6, my_mac, 6);
+    put16(o + 12, ETH_P_IP);
+    ip_header(ih, ip, IPPROTO_TCP, hl + n);
+    put16(t, lport);
+    put16(t + 2, port);
+    put32(t + 4, sn);
+    put32(t + 8, ack);
+    t[12] = (uint8_t)(hl / 4 << 4);
+    t[13] = flags;
+    put16(t + 14, win);
+    put32(t + 16, 0); /* checksum, urgent pointer */
+    if (mss) {
+        t[20] = 2; /* kind MSS, length 4 */
+        t[21] = 4;
+        put16(t + 22, TCP_MSS);
+    }
+    memcpy(t + hl, data, n);
+    put16(t + 16, l4_csum(ih, IPPROTO_TCP, t, (uint16_t)(hl + n)));
+    tx_put(b, ETH_HLEN + IP_HLEN + hl + n);
+}
+
+/* A segment of connection c (ack = rcv_nxt, window = what is left of the receive buffer). */
+static void tcp_send(struct tcb *c, uint32_t sn, uint8_t flags, const char *data, size_t n)
+{
+    tcp_segment(c->peer_mac, c->peer_ip, c->peer_port, TCP_PORT, sn, c->rcv_nxt, flags | TH_ACK,
+                (uint16_t)(TCP_RBUF - c->rlen), data, n, flags & TH_SYN);
+}
+
+static void tcp_ack(struct tcb *c)
+{
+    tcp_send(c, c->snd_nxt, 0, NULL, 0);
+}
+
+static void tcp_free(struct tcb *c)
+{
+    c->state = TCP_FREE;
+    c->deadline = 0;
+    nconns--;
+}
+
+/* Send what may be sent from snd_nxt on: the SYN-ACK, reply bytes within the client's window,
+ * the FIN. Arms the retransmission timer when bytes are in flight. Returns segments sent. */
+static int tcp_output(struct tcb *c)
+{
+    int sent = 0;
+    if (c->state == TCP_SYN_RCVD) {
+        if (c->snd_nxt == c->iss) {
+            tcp_send(c, c->iss, TH_SYN, NULL, 0);
+            c->snd_nxt = c->iss + 1;
+            sent++;
+        }
+    } else {
+        uint32_t end = c->snd_una + c->slen; /* after the last reply byte */
+        /* a closed window: one byte in flight probes it */
+        uint32_t wend = c->snd_una + (c->snd_wnd ? c->snd_wnd : 1);
+        while (seq_lt(c->snd_nxt, end) && seq_lt(c->snd_nxt, wend)) {
+            uint32_t off = c->snd_nxt - c->snd_una;
+            uint32_t n = min32(min32(c->slen - off, c->mss), wend - c->snd_nxt);
+            tcp_send(c, c->snd_nxt, TH_PSH, c->sbuf + off, n);
+            c->snd_nxt += n;
+            sent++;
+        }
+        if (c->state == TCP_LAST_ACK && c->snd_nxt == end) {
+            tcp_send(c, end, TH_FIN, NULL, 0);
+            c->snd_nxt = end + 1;
+            sent++;
+        }
+    }
+    if (seq_lt(c->snd_max, c->snd_nxt))
+        c->snd_max = c->snd_nxt;
+    if (c->snd_max != c->snd_una && !c->deadline)
+        c->deadline = rt_rdtsc() + c->rto;
+    return sent;
+}
+
+static size_t find_nl(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && p[i] != '\n')
+        i++;
+    return i;
+}
+
+/* Answer the complete lines in rbuf while the send buffer has room for a reply; after the
+ * client's FIN, also a last unterminated line, then queue our FIN. */
+static void tcp_serve(struct tcb *c)
+{
+    size_t pos = 0;
+    while ((c->state == TCP_ESTABLISHED || c->state == TCP_CLOSE_WAIT) &&
+           TCP_SBUF - c->slen >= REPLY_MAX && pos < c->rlen) {
+        size_t left = c->rlen - pos, n = find_nl(c->rbuf + pos, left);
+        if (n < left && n < LINE_MAX) {
+            n++; /* with its "\n" */
+        } else if (n >= LINE_MAX) {
+            n = LINE_MAX; /* overlong: answer the prefix, skip the rest up to its "\n" */
+            c->skipping = 1;
+        } else if (c->state != TCP_CLOSE_WAIT) {
+            break; /* a partial line: wait for the rest */
+        }
+        c->slen += (uint32_t)answer(c->rbuf + pos, n, c->sbuf + c->slen, TCP_SBUF - c->slen);
+        pos += n;
+        if (c->skipping) {
+            size_t k = find_nl(c->rbuf + pos, c->rlen - pos);
+            c->skipping = k == c->rlen - pos;
+            pos += k + !c->skipping;
+        }
+    }
+    if (pos) {
+        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+        c->rlen -= (uint32_t)pos;
+    }
+    if (c->state == TCP_CLOSE_WAIT && !c->rlen)
+        c->state = TCP_LAST_ACK;
+}
+
+/* Take n in-order bytes at rcv_nxt (the caller limited them to the window). */
+static void tcp_take(struct tcb *c, const char *p, uint32_t n)
+{
+    c->rcv_nxt += n;
+    if (c->skipping) {
+        uint32_t k = (uint32_t)find_nl(p, n);
+        if (k == n)
+            return;
+        c->skipping = 0;
+        p += k + 1;
+        n -= k + 1;
+    }
+    memcpy(c->rbuf + c->rlen, p, n);
+    c->rlen += n;
+}
+
+static struct tcb *tcp_find(uint32_t ip, uint16_t port)
+{
+    for (unsigned i = 0; i < TCP_CONNS; i++)
+        if (conns[i].state != TCP_FREE && conns[i].peer_ip == ip && conns[i].peer_port == port)
+            return &conns[i];
+    return NULL;
+}
+
+/* The client's MSS option in a SYN's options (opt, n bytes), or TCP_MSS_DEF. */
+static uint32_t syn_mss(const uint8_t *opt, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        if (opt[i] == 0)
+            break;
+        if (opt[i] == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= n || opt[i + 1] < 2 || i + opt[i + 1] > n)
+            break;
+        if (opt[i] == 2 && opt[i + 1] == 4)
+            return get16(opt + i + 2);
+        i += opt[i + 1];
+    }
+    return TCP_MSS_DEF;
+}
+
+/* A SYN for port 7001 from a client without a connection: a slot in SYN_RCVD, our SYN-ACK. */
+static void tcp_open(const uint8_t *f, uint32_t ip, const uint8_t *t, size_t hl)
+{
+    struct tcb *c = NULL;
+    for (unsigned i = 0; i < TCP_CONNS && !c; i++)
+        if (conns[i].state == TCP_FREE)
+            c = &conns[i];
+    uint32_t sn = get32(t + 4);
+    if (!c) { /* full: refused */
+        tcp_segment(f + 6, ip, get16(t), TCP_PORT, 0, sn + 1, TH_RST | TH_ACK, 0, NULL, 0, 0);
+        return;
+    }
+    nconns++;
+    c->state = TCP_SYN_RCVD;
+    c->skipping = 0;
+    c->tries = 0;
+    memcpy(c->peer_mac, f + 6, 6);
+    c->peer_ip = ip;
+    c->peer_port = get16(t);
+    uint32_t mss = syn_mss(t + TCP_HLEN, hl - TCP_HLEN);
+    c->mss = mss < 64 ? 64 : mss > TCP_MSS ? TCP_MSS : mss;
+    c->irs = sn;
+    c->rcv_nxt = sn + 1;
+    c->iss = (uint32_t)rt_mix64(rt_rdtsc()); /* differs between replicas: see the top */
+    c->snd_una = c->snd_nxt = c->snd_max = c->iss;
+    c->snd_wnd = get16(t + 14);
+    c->rlen = c->slen = 0;
+    c->rto = RTO_INIT_MS * 1000 * tsc_mhz;
+    c->deadline = 0;
+    tcp_output(c);
+}
+
+/* An ACK in c's window: new bytes acknowledged (returns 1 if the connection is done: our FIN
+ * acknowledged). */
+static int tcp_acked(struct tcb *c, uint32_t ack)
+{
+    uint32_t n = ack - c->snd_una;
+    if (c->state == TCP_SYN_RCVD) {
+        c->state = TCP_ESTABLISHED; /* n == 1: the SYN */
+        n = 0;
+    } else if (n > c->slen) {
+        return 1; /* LAST_ACK: the FIN after the last reply byte */
+    }
+    memmove(c->sbuf, c->sbuf + n, c->slen - n);
+    c->slen -= n;
+    c->snd_una = ack;
+    if (seq_lt(c->snd_nxt, ack))
+        c->snd_nxt = ack;
+    c->tries = 0;
+    c->rto = RTO_INIT_MS * 1000 * tsc_mhz;
+    c->deadline = c->snd_max != c->snd_una ? rt_rdtsc() + c->rto : 0;
+    return 0;
+}
+
+static void tcp(const uint8_t *f, const uint8_t *ip, const uint8_t *t, size_t len)
+{
+    if (len < TCP_HLEN || len > 0xffff)
+        return;
+    size_t hl = (size_t)(t[12] >> 4) * 4;
+    if (hl < TCP_HLEN || hl > len || l4_csum(ip, IPPROTO_TCP, t, (uint16_t)len))
+        return;
+    uint32_t peer = get32(ip + 12), sn = get32(t + 4), ack = get32(t + 8);
+    uint16_t port = get16(t), lport = get16(t + 2);
+    uint8_t fl = t[13];
+    const char *data = (const char *)t + hl;
+    uint32_t dlen = (uint32_t)(len - hl), fin = fl & TH_FIN ? 1 : 0;
+    struct tcb *c = lport == TCP_PORT ? tcp_find(peer, port) : NULL;
+
+    if (!c) {
+        if (fl & TH_RST)
+            return;
+        if (lport == TCP_PORT && (fl & (TH_SYN | TH_ACK | TH_FIN)) == TH_SYN)
+            tcp_open(f, peer, t, hl);
+        else if (fl & TH_ACK)
+            tcp_segment(f + 6, peer, port, lport, ack, 0, TH_RST, 0, NULL, 0, 0);
+        else
+            tcp_segment(f + 6, peer, port, lport, 0, sn + dlen + fin + (fl & TH_SYN ? 1 : 0),
+                        TH_RST | TH_ACK, 0, NULL, 0, 0);
+        return;
+    }
+    uint32_t wnd = TCP_RBUF - c->rlen;
+    if (fl & TH_RST) {
+        if (sn - c->rcv_nxt < (wnd ? wnd : 1)) /* in the window: the client gave up */
+            tcp_free(c);
+        return;
+    }
+    if (fl & TH_SYN) {
+        /* SYN_RCVD: our SYN-ACK was lost (or this is another try: its ACK then draws an RST);
+         * later: a challenge ACK (an RST from the client then ends the old connection) */
+        if (c->state == TCP_SYN_RCVD && !(fl & TH_ACK)) {
+            c->snd_nxt = c->iss;
+            tcp_output(c);
+        } else {
+            tcp_ack(c);
+        }
+        return;
+    }
+    if (sn != c->rcv_nxt) {
+        uint32_t old = c->rcv_nxt - sn;
+        if (!seq_lt(sn, c->rcv_nxt) || old >= dlen + fin) {
+            tcp_ack(c); /* wholly old or out of order: dropped, a duplicate ACK */
+            return;
+        }
+        data += old; /* partly old: keep the new tail */
+        dlen -= old;
+    }
+    if (!(fl & TH_ACK))
+        return;
+    if (seq_lt(c->snd_una, ack) && seq_le(ack, c->snd_max)) {
+        if (tcp_acked(c, ack)) {
+            tcp_free(c);
+            return;
+        }
+    } else if (seq_lt(c->snd_max, ack) || c->state == TCP_SYN_RCVD) {
+        if (c->state == TCP_SYN_RCVD)
+            tcp_segment(c->peer_mac, peer, port, TCP_PORT, ack, 0, TH_RST, 0, NULL, 0, 0);
+        else
+            tcp_ack(c); /* acknowledges what we never sent */
+        return;
+    }
+    c->snd_wnd = get16(t + 14);
+    if (!c->snd_wnd)
+        c->tries = 0; /* a live client with a closed window: keep probing */
+
+    int need_ack = dlen || fin;
+    if (c->state == TCP_ESTABLISHED) {
+        if (dlen > wnd) {
+            dlen = wnd; /* beyond the window: the client sends it again */
+            fin = 0;
+        }
+        tcp_take(c, data, dlen);
+        if (fin) {
+            c->rcv_nxt++;
+            c->state = TCP_CLOSE_WAIT;
+        }
+    }
+    tcp_serve(c);
+    if (!tcp_output(c) && need_ack)
+        tcp_ack(c);
+}
+
+/* Retransmit on expired timers; returns the earliest deadline left (0: none). */
+static uint64_t tcp_timers(void)
+{
+    if (!nconns)
+        return 0;
+    uint64_t now = rt_rdtsc(), next = 0;
+    for (unsigned i = 0; i < TCP_CONNS; i++) {
+        struct tcb *c = &conns[i];
+        if (c->state == TCP_FREE || !c->deadline)
+            continue;
+        if ((int64_t)(now - c->deadline) >= 0) {
+            c->deadline = 0;
+            if (++c->tries > RTO_TRIES) {
+                /* the client's rcv_nxt is one of these two */
+                tcp_send(c, c->snd_una, TH_RST, NULL, 0);
+                if (c->snd_max != c->snd_una)
+                    tcp_send(c, c->snd_max, TH_RST, NULL, 0);
+                tcp_free(c);
+                continue;
+            }
+            uint64_t cap = RTO_MAX_MS * 1000 * tsc_mhz;
+            c->rto = c->rto * 2 > cap ? cap : c->rto * 2;
+            c->snd_nxt = c->snd_una; /* go back: everything unacknowledged again */
+            tcp_output(c);
+        }
+        if (c->deadline && (!next || (int64_t)(c->deadline - next) < 0))
+            next = c->deadline;
+    }
+    return next;
+}
+
+/* irq mode, before a sleep: the local APIC timer armed for the earliest retransmission, or
+ * stopped when nothing is in flight. */
+static void timer_update(uint64_t next)
+{
+    if (!next) {
+        if (timer_next)
+            rt_timer_arm(0);
+        timer_next = 0;
+        return;
+    }
+    /* re-armed before every sleep: an interrupt that came early (a timer clock not at 1 GHz)
+     * must not leave the guest asleep past its deadline */
+    timer_next = next;
+    uint64_t now = rt_rdtsc();
+    rt_timer_arm((int64_t)(next - now) > 0 ? (next - now) * 1000 / tsc_mhz : 1);
 }
 
 static void frame(const uint8_t *f, size_t len)
@@ -368,6 +855,8 @@ static void frame(const uint8_t *f, size_t len)
         return; /* truncated, not ours, a fragment, or damaged */
     if (ip[9] == IPPROTO_UDP)
         udp(f, ip, ip + ihl, tot - ihl);
+    else if (ip[9] == IPPROTO_TCP)
+        tcp(f, ip, ip + ihl, tot - ihl);
     else if (ip[9] == IPPROTO_ICMP)
         icmp(f, ip, ip + ihl, tot - ihl);
 }
@@ -421,7 +910,11 @@ int main(void)
         rt_printf("netkv: no virtio-net device\n");
         return RT_EXIT_CONFIG;
     }
+    diverge = rt_arg_u64("diverge", 0);
+    tsc_mhz = rt_tsc_mhz();
     irq_mode = vio_irq_setup(&dev, "netkv");
+    if (irq_mode && (timer_vec = rt_timer_setup()) < 0)
+        return RT_EXIT_CONFIG;
     if (vio_start(&dev, 1ull << VIRTIO_NET_F_MAC) < 0 || vio_queue_init(&dev, &rxq, 0) < 0 ||
         vio_queue_init(&dev, &txq, 1) < 0)
         return VIO_EXIT_DEVICE;
@@ -441,9 +934,12 @@ int main(void)
     if (vio_driver_ok(&dev) < 0)
         return VIO_EXIT_DEVICE;
     vio_kick(&rxq);
-    rt_printf("netkv ready ip=%u.%u.%u.%u/%u mac=%02x:%02x:%02x:%02x:%02x:%02x port=%u\n",
+    rt_printf("netkv ready ip=%u.%u.%u.%u/%u mac=%02x:%02x:%02x:%02x:%02x:%02x port=%u tcp=%u",
               my_ip >> 24, my_ip >> 16 & 255, my_ip >> 8 & 255, my_ip & 255, prefix, my_mac[0],
-              my_mac[1], my_mac[2], my_mac[3], my_mac[4], my_mac[5], KV_PORT);
+              my_mac[1], my_mac[2], my_mac[3], my_mac[4], my_mac[5], KV_PORT, TCP_PORT);
+    if (diverge)
+        rt_printf(" diverge=%lu", diverge);
+    rt_printf("\n");
 
     /* irq mode: the interrupt count is printed whenever it reaches a power of two (netkv never
      * ends, so there is no summary line to put it in). */
@@ -463,6 +959,7 @@ int main(void)
             vio_kick(&rxq);
             idle = 0;
         }
+        uint64_t next = tcp_timers(); /* retransmissions due */
         if (tx_pending) {
             vio_kick(&txq);
             tx_pending = 0;
@@ -479,8 +976,10 @@ int main(void)
                 while (report <= seen)
                     report <<= 1;
             }
-            if (!got)
+            if (!got) {
+                timer_update(next);
                 rt_wait_irq(seen);
+            }
         }
     }
 }

@@ -79,6 +79,27 @@ static void lapic_init(void)
     lapic_wr(LAPIC_SVR, LAPIC_SVR_ON | RT_IRQ_SPURIOUS);
 }
 
+/* The next free stub and its vector, with its gate installed and handler(arg) behind it; the
+ * first call enables the local APIC. -1 when all are used. */
+static int take_vector(void (*handler)(void *), void *arg)
+{
+    if (nroutes == RT_IRQ_NVEC) {
+        rt_printf("irq: all %u vectors in use\n", RT_IRQ_NVEC);
+        return -1;
+    }
+    if (!nroutes)
+        lapic_init();
+    unsigned i = nroutes++;
+    routes[i] = (struct route){handler, arg};
+    set_gate(RT_IRQ_VEC_BASE + i, (uintptr_t)rt_irq_stubs[i]);
+    return (int)(RT_IRQ_VEC_BASE + i);
+}
+
+int rt_irq_local(void (*handler)(void *), void *arg)
+{
+    return take_vector(handler, arg);
+}
+
 int rt_irq_route(uintptr_t ioapic, unsigned pin, void (*handler)(void *), void *arg)
 {
     if (nroutes == RT_IRQ_NVEC) {
@@ -97,16 +118,11 @@ int rt_irq_route(uintptr_t ioapic, unsigned pin, void (*handler)(void *), void *
                   maxpin, pin);
         return -1;
     }
-    if (!nroutes)
-        lapic_init();
-
-    unsigned i = nroutes++, vec = RT_IRQ_VEC_BASE + i;
-    routes[i] = (struct route){handler, arg};
-    set_gate(vec, (uintptr_t)rt_irq_stubs[i]);
+    int vec = take_vector(handler, arg);
     ioapic_wr(ioapic, IOREDTBL(pin), REDIR_MASKED);
     ioapic_wr(ioapic, IOREDTBL(pin) + 1, REDIR_DEST_ID0);
-    ioapic_wr(ioapic, IOREDTBL(pin), vec | REDIR_LEVEL);
-    return (int)vec;
+    ioapic_wr(ioapic, IOREDTBL(pin), (uint32_t)vec | REDIR_LEVEL);
+    return vec;
 }
 
 uint64_t rt_irq_count(void)
@@ -115,10 +131,11 @@ uint64_t rt_irq_count(void)
 }
 
 /* Ring 0, IF=0, from irq_common in entry.S. The handler lowers the device's line before the EOI,
- * so the I/O APIC does not deliver the same level again. */
+ * so the I/O APIC does not deliver the same level again (a local source such as the timer may
+ * have no handler: counting it is what ends rt_wait_irq's sleep). */
 void rt_irq_dispatch(uint64_t index)
 {
-    if (index < nroutes)
+    if (index < nroutes && routes[index].handler)
         routes[index].handler(routes[index].arg);
     irq_count++;
     lapic_wr(LAPIC_EOI, 0);

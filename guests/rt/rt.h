@@ -143,12 +143,34 @@ uint64_t rt_image_end(void);
  * APIC's EOI. The first call enables the local APIC (SVR, TPR=0, LINT0 masked). Returns the
  * vector, or -1 after printing why (no I/O APIC there, no such pin, vectors used up). */
 int rt_irq_route(uintptr_t ioapic, unsigned pin, void (*handler)(void *), void *arg);
+/* A vector for an interrupt the local APIC raises itself (its timer): the next free stub's IDT
+ * gate, handler(arg) (may be NULL) called in ring 0, counted and EOIed like a routed one. The
+ * first call enables the local APIC. Returns the vector, or -1 after printing why. */
+int rt_irq_local(void (*handler)(void *), void *arg);
 /* Interrupts taken so far (all routed vectors). */
 uint64_t rt_irq_count(void);
 /* Sleep until an interrupt has been taken after rt_irq_count() returned seen: returns at once
  * if the count already moved, else enters ring 0 and waits there (sti; hlt). Read seen before
  * looking for work; an interrupt raised after that is not lost (see docs/guests.md). */
 void rt_wait_irq(uint64_t seen);
+
+/* Time (timer.c). The TSC, readable from ring 3; its rate from CPUID leaf 0x15 or 0x16, else
+ * assumed 1000 MHz (tandem's emulator: 1 GHz, and leaf 0x16 says so). */
+static inline uint64_t rt_rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
+    return (uint64_t)hi << 32 | lo;
+}
+uint64_t rt_tsc_mhz(void);
+/* irq mode: the local APIC timer as a wake-up for rt_wait_irq (one-shot, masked by nothing,
+ * stopped until armed). Returns its vector, or -1 (no vector left). Programmed from ring 3
+ * through the xAPIC page, so it adds no ring-0 code besides the interrupt stub. */
+int rt_timer_setup(void);
+/* One timer interrupt ns from now (at least 1 ns, at most ~68 s); 0 stops the timer. Counts
+ * assume a 1 GHz APIC timer clock (tandem's emulator, KVM's in-kernel APIC): elsewhere the
+ * interrupt comes early or late, so callers re-check their deadlines against the TSC. */
+void rt_timer_arm(uint64_t ns);
 
 /* Freestanding string helpers (GCC may also emit calls to the mem* ones). */
 void *memset(void *d, int c, size_t n);
