@@ -11,7 +11,7 @@
  *       CONNS connections with one request outstanding each for SECONDS:
  *       load conns= seconds= replies= rps= resent= bad=
  *   kvclient probe tcp|udp IP PORT TIMEOUT_MS
- *       one GET; exit 0 if it was answered
+ *       one GET, sent once, answered within TIMEOUT_MS (TCP: the connect too): exit 0
  * UDP re-sends a request that got no reply in TIMEOUT_MS (counted: resent); TCP never re-sends
  * and fails after TIMEOUT_MS * 10 without a reply. p99 is the nearest-rank percentile.
  * Exit status: 0 ok, 1 a bad reply, 3 no reply / connection failed, 2 usage.
@@ -148,7 +148,7 @@ static int cmp_d(const void *x, const void *y)
 /* One request, waiting for its reply (UDP: re-sent every timeout_ms); returns the reply's
  * length in c->buf, -1 if none came. */
 static ssize_t roundtrip(struct conn *c, int tcp, const char *q, int ql, int timeout_ms,
-                         long *resent)
+                         int max_tries, long *resent)
 {
     int tries = 0;
     for (;;) {
@@ -168,7 +168,7 @@ static ssize_t roundtrip(struct conn *c, int tcp, const char *q, int ql, int tim
             struct pollfd p = {.fd = c->fd, .events = POLLIN};
             poll(&p, 1, (int)ceil(left * 1000));
         }
-        if (tcp || ++tries == 25)
+        if (tcp || ++tries >= max_tries)
             return -1;
         ++*resent;
     }
@@ -193,7 +193,7 @@ static int lat(int tcp, const char *ip, int port, double secs, long maxn, long w
             break;
         int ql = make_req(q, 0, (unsigned long)(i + warm));
         double t0 = now();
-        ssize_t len = roundtrip(&c, tcp, q, ql, timeout_ms, &resent);
+        ssize_t len = roundtrip(&c, tcp, q, ql, timeout_ms, 25, &resent);
         double dt = now() - t0;
         if (len < 0) {
             fprintf(stderr, "lat: no reply from %s:%d (%s)\n", ip, port, tcp ? "tcp" : "udp");
@@ -301,7 +301,7 @@ static int probe(int tcp, const char *ip, int port, int timeout_ms)
         return 3;
     }
     ssize_t len = roundtrip(&c, tcp, q, make_req(q, 99, 0), tcp ? timeout_ms / 10 : timeout_ms,
-                            &resent);
+                            1, &resent);
     if (len < 0) {
         fprintf(stderr, "probe: no reply\n");
         return 3;
