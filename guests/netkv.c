@@ -1,5 +1,4 @@
-/* netkv.c: a key-value service on virtio-net: UDP and TCP, ARP, ICMP echo, SET/GET/DEL with a
- * sequence. */
+/* netkv.c: a key-value service on virtio-net (UDP, TCP, ARP, ICMP echo; SET/GET/DEL, seq). */
 #include "rt.h"
 #include "virtio.h"
 
@@ -30,14 +29,15 @@
  *     ^              | SYN again: the same SYN-ACK (our ISN)               | every line answered
  *     |              |                                                     v (replies, then FIN)
  *     +------------- | ---------------- ACK of our FIN ---------------- LAST_ACK
- *     +-- any state: RST in the window, or RTO_TRIES timeouts in a row (then we send RST)
+ *     +-- any state: RST in the window, or RTO_TRIES+1 timeouts without progress (we send RST)
  *
  *  - The ISN is the mixed TSC: two replicas pick different ones (tandem's COLO rewriter maps
  *    them). Everything else follows from the input frames alone: the same frames give the
  *    same output byte stream (segment boundaries may differ where a timer fired).
- *  - In order only: a segment not starting at rcv_nxt is dropped and answered with a duplicate
- *    ACK, unless it is only partly old (its new tail is kept). No SACK, window scaling or
- *    timestamps; MSS option 1460 in the SYN-ACK; segments of min(1460, the client's MSS).
+ *  - In order only: a segment not starting at rcv_nxt loses its data and FIN (its ACK still
+ *    counts) and is answered with a duplicate ACK, unless it is only partly old (its new tail
+ *    is kept). No SACK, window scaling or timestamps; MSS option 1460 in the SYN-ACK; segments
+ *    of min(1460, the client's MSS).
  *  - Receive: TCP_RBUF bytes per connection hold what is not answered yet (a partial line, or
  *    lines waiting for send-buffer room); the window advertised is what is left of it, so it
  *    stays at 16 KiB in practice and its right edge never moves back.
@@ -48,9 +48,9 @@
  *    one is probed with one byte). No congestion control: a LAN service.
  *  - Retransmission: RTO_INIT_MS after the oldest unacknowledged byte (SYN and FIN included)
  *    was sent, everything unacknowledged is sent again (go-back-N), the RTO doubles up to
- *    RTO_MAX_MS; RTO_TRIES timeouts without an ACK of new data: RST, slot freed. An ACK of new
- *    data resets the RTO. In irq mode the local APIC timer wakes the guest, armed only while
- *    some connection has bytes in flight.
+ *    RTO_MAX_MS; after RTO_TRIES such retransmissions without an ACK of new data, the next
+ *    timeout sends RST and frees the slot (~30 s). An ACK of new data resets the RTO. In irq mode
+ * the local APIC timer wakes the guest, armed only while some connection has bytes in flight.
  *  - TCP_CONNS connections at once; a SYN finding no free slot is refused with RST. Segments
  *    for no connection get RST (never in answer to an RST).
  */
@@ -742,22 +742,33 @@ static void tcp(const uint8_t *f, const uint8_t *ip, const uint8_t *t, size_t le
         }
         return;
     }
+    int in_order = 1, need_ack = dlen || fin;
     if (sn != c->rcv_nxt) {
         uint32_t old = c->rcv_nxt - sn;
-        if (!seq_lt(sn, c->rcv_nxt) || old >= dlen + fin) {
-            tcp_ack(c); /* wholly old or out of order: dropped, a duplicate ACK */
-            return;
+        if (seq_lt(sn, c->rcv_nxt) && old < dlen + fin) {
+            data += old; /* partly old: keep the new tail */
+            dlen -= old;
+        } else {
+            /* wholly old, or after a gap: its data and FIN are dropped and a duplicate ACK
+             * answers; its ACK still counts (a client whose data lies beyond our window
+             * acknowledges our replies with such segments) */
+            in_order = 0;
+            need_ack = 1;
+            dlen = fin = 0;
         }
-        data += old; /* partly old: keep the new tail */
-        dlen -= old;
     }
-    if (!(fl & TH_ACK))
+    if (!(fl & TH_ACK)) {
+        if (!in_order)
+            tcp_ack(c);
         return;
+    }
+    int advanced = 0;
     if (seq_lt(c->snd_una, ack) && seq_le(ack, c->snd_max)) {
         if (tcp_acked(c, ack)) {
             tcp_free(c);
             return;
         }
+        advanced = 1;
     } else if (seq_lt(c->snd_max, ack) || c->state == TCP_SYN_RCVD) {
         if (c->state == TCP_SYN_RCVD)
             tcp_segment(c->peer_mac, peer, port, TCP_PORT, ack, 0, TH_RST, 0, NULL, 0, 0);
@@ -765,11 +776,11 @@ static void tcp(const uint8_t *f, const uint8_t *ip, const uint8_t *t, size_t le
             tcp_ack(c); /* acknowledges what we never sent */
         return;
     }
-    c->snd_wnd = get16(t + 14);
-    if (!c->snd_wnd)
-        c->tries = 0; /* a live client with a closed window: keep probing */
-
-    int need_ack = dlen || fin;
+    if (in_order || advanced) { /* an old segment's window may be stale */
+        c->snd_wnd = get16(t + 14);
+        if (!c->snd_wnd)
+            c->tries = 0; /* a live client with a closed window: keep probing */
+    }
     if (c->state == TCP_ESTABLISHED) {
         if (dlen > wnd) {
             dlen = wnd; /* beyond the window: the client sends it again */

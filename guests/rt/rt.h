@@ -163,9 +163,10 @@ static inline uint64_t rt_rdtsc(void)
     return (uint64_t)hi << 32 | lo;
 }
 uint64_t rt_tsc_mhz(void);
-/* irq mode: the local APIC timer as a wake-up for rt_wait_irq (one-shot, masked by nothing,
- * stopped until armed). Returns its vector, or -1 (no vector left). Programmed from ring 3
- * through the xAPIC page, so it adds no ring-0 code besides the interrupt stub. */
+/* irq mode: the local APIC timer as a wake-up for rt_wait_irq: one-shot, unmasked, stopped
+ * until armed; its interrupt has no handler (being counted ends the sleep). Returns its vector,
+ * or -1 (no vector left). Programmed from ring 3 through the xAPIC page: no ring-0 code is
+ * added besides the shared interrupt stub. */
 int rt_timer_setup(void);
 /* One timer interrupt ns from now (at least 1 ns, at most ~68 s); 0 stops the timer. Counts
  * assume a 1 GHz APIC timer clock (tandem's emulator, KVM's in-kernel APIC): elsewhere the
