@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""netkv_client.py: UDP and TCP client for the netkv guest (library and CLI), with a model-checked load.
+"""netkv_client.py: UDP and TCP client for the netkv guest (library, CLI); a model-checked load.
 
 Protocol (docs/guests.md, netkv): `SET k v`, `GET k`, `DEL k`; every reply's last token is seq,
 the number of mutations the store has applied: `OK <seq>`, `VALUE <v> <seq>`, `NONE <seq>`,

@@ -1,4 +1,4 @@
-"""test_netkv_tcp.py: netkv's TCP service (port 7001) and diverge=N, under tandem in a netlan.sh LAN.
+"""test_netkv_tcp.py: netkv's TCP service (port 7001) and diverge=N, under tandem in a netlan LAN.
 
 Two kinds of client, both in the LAN's client namespace:
  - kernel sockets (netkv_client.TcpClient), opened there with setns(2) on this thread;
@@ -40,7 +40,6 @@ def sq(x: int) -> int:
     """x as a sequence number (mod 2^32)."""
     return x & 0xffffffff
 
-pytestmark = pytest.mark.netns
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
@@ -249,6 +248,7 @@ class RawPeer:
 
 # ---- kernel sockets ----
 
+@pytest.mark.netns
 def test_tcp_requests_on_one_connection(vm):
     with vm.tcp() as c:
         assert c.set("tk.a", "hello world").kind == "OK"
@@ -266,6 +266,7 @@ def test_tcp_requests_on_one_connection(vm):
         assert res.lost is None, res.lost
 
 
+@pytest.mark.netns
 def test_tcp_line_split_across_segments(vm):
     """TCP_NODELAY: each piece leaves as it is sent; the guest must join them into lines
     (and tolerate "\\r\\n")."""
@@ -277,6 +278,7 @@ def test_tcp_line_split_across_segments(vm):
         assert a.kind == "OK" and (b.kind, b.value, b.seq) == ("VALUE", "two pieces", a.seq), (a, b)
 
 
+@pytest.mark.netns
 def test_tcp_pipelined_requests(vm):
     """Many lines in one send: one reply per line, in order; 3000 lines (~40 KB) exceed the
     16 KiB window and replies the 8 KiB send buffer, so both flow controls are exercised."""
@@ -286,7 +288,8 @@ def test_tcp_pipelined_requests(vm):
         assert len(replies) == 3000
         seqs = [r.seq for r in replies]
         assert all(r.kind == "OK" for i, r in enumerate(replies) if i % 3), replies[:5]
-        assert all(b - a == (1 if i % 3 else 0) for i, (a, b) in enumerate(zip(seqs, seqs[1:]), 1)), seqs[:10]
+        steps = [b - a for a, b in zip(seqs, seqs[1:])]
+        assert steps == [1 if i % 3 else 0 for i in range(1, 3000)], seqs[:10]
         last = {}
         for i, r in enumerate(replies):  # a GET sees the previous SET of its key
             if i % 3:
@@ -295,6 +298,7 @@ def test_tcp_pipelined_requests(vm):
                 assert r.value == last.get(i % 10), (i, r)
 
 
+@pytest.mark.netns
 def test_tcp_overlong_line(vm):
     with vm.tcp() as c:
         r = c.request("GET " + "k" * 5000)
@@ -304,6 +308,7 @@ def test_tcp_overlong_line(vm):
         assert c.request("GET tk.long").kind == "NONE"
 
 
+@pytest.mark.netns
 def test_tcp_many_connections_at_once(vm):
     """40 connections open together, requests interleaved across them, then each closed with
     FIN both ways; then connections until the guest refuses one (its table is full)."""
@@ -334,6 +339,7 @@ def test_tcp_many_connections_at_once(vm):
             assert c.get("tk.m1").value == "c1"
 
 
+@pytest.mark.netns
 def test_tcp_fin_and_last_line(vm):
     """A last line without "\\n" before our FIN is answered, then the guest closes."""
     with netns(vm.ns):
@@ -348,6 +354,7 @@ def test_tcp_fin_and_last_line(vm):
     assert len(lines) == 2 and lines[0].startswith("OK ") and lines[1].startswith("VALUE x "), data
 
 
+@pytest.mark.netns
 def test_tcp_cli_load(vm):
     r = vm.cli("--tcp", "load", "--ops", "2000", "--check")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -363,6 +370,7 @@ def test_tcp_cli_load(vm):
 
 # ---- the raw peer: the protocol's edges ----
 
+@pytest.mark.netns
 def test_raw_handshake_retransmitted_syn_and_data(vm):
     p = vm.raw(41001)
     try:
@@ -429,6 +437,7 @@ def test_raw_handshake_retransmitted_syn_and_data(vm):
         p.close()
 
 
+@pytest.mark.netns
 def test_raw_resets(vm):
     p = vm.raw(41002)
     try:
@@ -454,6 +463,7 @@ def test_raw_resets(vm):
         p.close()
 
 
+@pytest.mark.netns
 def test_raw_client_window_honoured(vm):
     p = vm.raw(41003)
     try:
@@ -500,16 +510,19 @@ def retransmission(vm, port):
         p.close()
 
 
+@pytest.mark.netns
 def test_raw_retransmission(vm):
     retransmission(vm, 41004)
 
 
+@pytest.mark.netns
 def test_raw_retransmission_polling(env, fresh_lan, procs):
     """The same in polling mode (irq=0: no timer interrupt, the loop reads the TSC)."""
     proc, mac = boot(env, fresh_lan, procs, "irq=0")
     retransmission(VM(fresh_lan, proc, mac), 41005)
 
 
+@pytest.mark.netns
 @pytest.mark.slow
 def test_raw_gives_up_with_rst(vm):
     """A SYN-ACK never acknowledged: RTO_TRIES retransmissions (the same SYN-ACK), then RST
@@ -533,6 +546,7 @@ def test_raw_gives_up_with_rst(vm):
 
 # ---- diverge=N ----
 
+@pytest.mark.netns
 def test_diverge_every_nth_reply(env, fresh_lan, procs):
     """diverge=4: replies 4, 8, 12, ... carry "~<16 hex> ", counted over UDP and TCP together;
     the rest of each reply is the plain one."""
@@ -555,3 +569,12 @@ def test_diverge_every_nth_reply(env, fresh_lan, procs):
         assert re.fullmatch(r"[0-9a-f]{16}", r.nonce or "0" * 16), r
     assert len({r.nonce for r in replies if r.nonce}) == 12  # the TSC moved between them
     assert replies[0].kind == "OK" and replies[3].kind in ("VALUE", "NONE"), replies[:4]
+
+
+def test_client_parses_the_nonce():
+    r = netkv_client.parse_reply(b"~00000012a05f2c4e VALUE a b 7\n")
+    assert (r.nonce, r.kind, r.value, r.seq) == ("00000012a05f2c4e", "VALUE", "a b", 7), r
+    r = netkv_client.parse_reply(b"OK 3\n")
+    assert (r.nonce, r.kind, r.seq) == (None, "OK", 3), r
+    with pytest.raises(ValueError):
+        netkv_client.parse_reply(b"~0012 OK 3\n")  # not a nonce: a malformed reply
