@@ -462,6 +462,12 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
                 : sw_error(&s->sw) ? sw_errmsg(&s->sw)
                                    : strerror(-r));
         shutdown(fd, SHUT_RDWR); /* the primary sees it at once and leaves COLO */
+        if (s->hybrid && !s->svm_paused) {
+            /* A standby without a primary to compare with: it waits, stopped, as in periodic
+             * mode; a takeover resumes it from where it stopped. */
+            hybrid_secondary_pause(m->vm, s->svm_dirty);
+            s->svm_paused = true;
+        }
         pthread_mutex_lock(&c->lock);
         c->stats.errors++;
         c->reason = COLO_REASON_ERROR;
