@@ -56,6 +56,7 @@ static struct hybrid {
     struct hnic nic[COLO_MAX_NICS];
     unsigned nnics;
     atomic_uint_fast64_t gen; /* primary: closed so far; secondary: the SVM's */
+    bool delivering, deliver_again; /* secondary: one thread injects at a time */
     uint64_t closing;         /* primary: the checkpoint held frames are moving into */
     bool deliver_posted;
     /* hold times of PVM frames (µs), compare- and checkpoint-released */
@@ -459,41 +460,48 @@ static void inbox_to_ready(void)
     }
 }
 
-/* On the main loop: inject ready frames until the SVM has no room. */
+/* Inject ready frames until the SVM has no room; one thread at a time (another that finds it
+ * busy leaves the work to it), so frames go in in order. Not from inside a device handler. */
+static void deliver_now(void)
+{
+    pthread_mutex_lock(&hy.lock);
+    if (hy.delivering) {
+        hy.deliver_again = true;
+        pthread_mutex_unlock(&hy.lock);
+        return;
+    }
+    hy.delivering = true;
+    do {
+        hy.deliver_again = false;
+        inbox_to_ready();
+        for (unsigned i = 0; i < hy.nnics && hy.secondary; i++) {
+            struct hnic *h = &hy.nic[i];
+            struct qframe *f;
+            while ((hy.running || hy.taken_over) && (f = fq_pop(&h->ready))) {
+                int r;
+                pthread_mutex_unlock(&hy.lock);
+                r = virtio_net_inject(h->n, f->data, f->len);
+                pthread_mutex_lock(&hy.lock);
+                if (r == -ENOBUFS || r == -EAGAIN) {
+                    fq_push_front(&h->ready, f); /* ready() comes when there is room */
+                    break;
+                }
+                free(f);
+            }
+        }
+    } while (hy.deliver_again);
+    hy.delivering = false;
+    pthread_mutex_unlock(&hy.lock);
+}
+
+/* On the main loop, posted from where injecting is not allowed (device handlers). */
 static void deliver_cb(void *opaque)
 {
     (void)opaque;
-    for (unsigned i = 0;; i++) {
-        struct hnic *h;
-        pthread_mutex_lock(&hy.lock);
-        if (i == 0) {
-            hy.deliver_posted = false;
-            inbox_to_ready();
-        }
-        if (i >= hy.nnics || !hy.secondary) {
-            pthread_mutex_unlock(&hy.lock);
-            return;
-        }
-        h = &hy.nic[i];
-        for (;;) {
-            struct qframe *f;
-            int r;
-            if (!hy.running && !hy.taken_over)
-                break;
-            f = fq_pop(&h->ready);
-            if (!f)
-                break;
-            pthread_mutex_unlock(&hy.lock);
-            r = virtio_net_inject(h->n, f->data, f->len);
-            pthread_mutex_lock(&hy.lock);
-            if (r == -ENOBUFS || r == -EAGAIN) {
-                fq_push_front(&h->ready, f); /* ready() comes when the driver posts buffers */
-                break;
-            }
-            free(f);
-        }
-        pthread_mutex_unlock(&hy.lock);
-    }
+    pthread_mutex_lock(&hy.lock);
+    hy.deliver_posted = false;
+    pthread_mutex_unlock(&hy.lock);
+    deliver_now();
 }
 
 static void post_deliver(void)
@@ -531,7 +539,7 @@ static void secondary_link_cb(void *opaque, enum mirror_kind kind, unsigned nic,
         hy.mirrored++;
     pthread_mutex_unlock(&hy.lock);
     if (f)
-        post_deliver();
+        deliver_now(); /* from the reader thread itself: no hop through the main loop */
 }
 
 /* The SVM's transmit path: rewritten into the PVM's sequence space, to the primary (or, after a
@@ -717,7 +725,7 @@ void hybrid_secondary_takeover(struct vm *vm)
     mirror_stop(&hy.link);
     if (!was_running)
         hybrid_secondary_resume(vm, 0, false); /* a checkpoint had stopped it: on it goes */
-    deliver_cb(NULL);
+    deliver_now();
     for (unsigned i = 0; i < hy.nnics; i++) {
         struct net_rx_hook hook = {.seen = tap_rx_rewrite, .opaque = &hy.nic[i]};
         struct colo_rw_stats rs;

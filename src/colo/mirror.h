@@ -8,8 +8,10 @@
  * drops input older than the checkpoint it runs from, the primary drops SVM output of a
  * generation it already closed (docs/hybrid.md, "Generations").
  *
- * Sending never blocks: frames queue (at most MIRROR_QUEUE_MAX bytes) for a writer thread; a
- * reader thread hands every record to the callback. A malformed record or a broken connection
+ * Sending never blocks: with nothing queued or being written, the caller's thread sends the
+ * record at once (non-blocking, which saves a thread wakeup per frame); whatever the socket does
+ * not take queues (at most MIRROR_QUEUE_MAX bytes) for a writer thread. A reader thread hands
+ * every record to the callback. A malformed record or a broken connection
  * ends the link (mirror_broken); the checkpoint stream and the heartbeat judge the peer.
  */
 #pragma once
@@ -40,6 +42,7 @@ struct mirror {
     struct mirror_rec *head, *tail;
     size_t queued; /* bytes */
     bool stopping, broken;
+    bool writing; /* the writer thread is sending records it took off the queue */
     mirror_recv_fn fn;
     void *opaque;
     /* counters (lock) */
