@@ -55,9 +55,9 @@ static struct hybrid {
     struct mirror link;
     struct hnic nic[COLO_MAX_NICS];
     unsigned nnics;
-    atomic_uint_fast64_t gen; /* primary: closed so far; secondary: the SVM's */
+    atomic_uint_fast64_t gen;       /* primary: closed so far; secondary: the SVM's */
     bool delivering, deliver_again; /* secondary: one thread injects at a time */
-    uint64_t closing;         /* primary: the checkpoint held frames are moving into */
+    uint64_t closing;               /* primary: the checkpoint held frames are moving into */
     bool deliver_posted;
     /* hold times of PVM frames (µs), compare- and checkpoint-released */
     uint32_t hold[HOLD_SAMPLES];

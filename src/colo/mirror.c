@@ -19,16 +19,29 @@ struct mirror_rec {
     uint8_t data[];
 };
 
-static int read_full(int fd, uint8_t *p, size_t n)
+/* The reader's buffer: records are parsed from it; one recv usually brings whole records. */
+struct rbuf {
+    uint8_t *data;
+    size_t cap, start, end;
+};
+
+/* Make n bytes available at rb->data + rb->start (n <= cap). 0, or -EPIPE / -errno. */
+static int rbuf_need(int fd, struct rbuf *rb, size_t n)
 {
-    while (n) {
-        ssize_t r = read(fd, p, n);
+    if (rb->end - rb->start >= n)
+        return 0;
+    if (rb->start + n > rb->cap) {
+        memmove(rb->data, rb->data + rb->start, rb->end - rb->start);
+        rb->end -= rb->start;
+        rb->start = 0;
+    }
+    while (rb->end - rb->start < n) {
+        ssize_t r = recv(fd, rb->data + rb->end, rb->cap - rb->end, 0);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
             return r == 0 ? -EPIPE : -errno;
-        p += r;
-        n -= (size_t)r;
+        rb->end += (size_t)r;
     }
     return 0;
 }
@@ -46,17 +59,20 @@ static void mark_broken(struct mirror *mi, const char *why)
 static void *reader_main(void *opaque)
 {
     struct mirror *mi = opaque;
-    uint8_t *buf = malloc(MIRROR_HDR + MIRROR_FRAME_MAX);
+    struct rbuf rb = {.cap = 2 * (MIRROR_HDR + MIRROR_FRAME_MAX)};
+    uint8_t *buf;
     char why[128];
 
-    if (!buf) {
+    rb.data = malloc(rb.cap);
+    if (!rb.data) {
         mark_broken(mi, "out of memory");
         return NULL;
     }
     for (;;) {
         uint32_t n;
-        int r = read_full(mi->fd, buf, MIRROR_HDR);
+        int r = rbuf_need(mi->fd, &rb, MIRROR_HDR);
 
+        buf = rb.data + rb.start;
         if (r) {
             snprintf(why, sizeof(why), "the peer closed it (%s)", strerror(-r));
             break;
@@ -68,7 +84,8 @@ static void *reader_main(void *opaque)
                      buf[4]);
             break;
         }
-        r = read_full(mi->fd, buf + MIRROR_HDR, n - (MIRROR_HDR - 4));
+        r = rbuf_need(mi->fd, &rb, n + 4);
+        buf = rb.data + rb.start;
         if (r) {
             snprintf(why, sizeof(why), "the peer closed it mid-record (%s)", strerror(-r));
             break;
@@ -78,8 +95,11 @@ static void *reader_main(void *opaque)
         pthread_mutex_unlock(&mi->lock);
         mi->fn(mi->opaque, (enum mirror_kind)buf[4], buf[5], be64_load(buf + 8), buf + MIRROR_HDR,
                n - (MIRROR_HDR - 4));
+        rb.start += n + 4;
+        if (rb.start == rb.end)
+            rb.start = rb.end = 0;
     }
-    free(buf);
+    free(rb.data);
     mark_broken(mi, why);
     return NULL;
 }
