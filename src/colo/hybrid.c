@@ -624,6 +624,10 @@ int hybrid_secondary_start(struct colo *c, struct vm *vm, int link_fd)
             break;
         h->idx = i;
         h->n = n;
+        if (h->rw)
+            colo_rewriter_free(h->rw); /* a previous session's */
+        fq_clear(&h->inbox);
+        fq_clear(&h->ready);
         h->rw = colo_rewriter_new(RW_MAX_CONNS, RW_MAX_HELD);
         if (!h->rw) {
             pthread_mutex_unlock(&hy.lock);
