@@ -209,3 +209,33 @@ def test_hybrid_every_reply_produced_by_svm_or_covered(vmenv, procs, hosts):
         by_ckpt += 1
     print(f"{len(pkts)} frames: {by_compare} released by the compare, {by_ckpt} by checkpoints")
     assert by_compare > 100 and by_ckpt >= 5, (by_compare, by_ckpt)
+
+
+@pytest.mark.netns
+def test_hybrid_failover_keeps_rewriting_a_connection_opened_since_the_checkpoint(
+        vmenv, procs, hosts):
+    """A connection opened after the last checkpoint has the SVM's own sequence numbers,
+    offset from the PVM's that the client knows: after kill -9 of the primary the secondary
+    goes on rewriting it (its client acks in, its sequence numbers out), and it carries on."""
+    p = hybrid_pair(vmenv, procs, hosts, delay_ms=600000)  # no periodic checkpoint in the test
+    p.start()
+    c = start_client(hosts, "--tcp")
+    deadline = time.monotonic() + 30
+    while True:
+        st = p.sq.cmd("query-colo-status")["stats"]["hybrid"]
+        if st["rewrite-connections"] >= 1 and st["rewritten-out"] > 100:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.1)
+    assert p.pq.cmd("query-colo-status")["stats"]["checkpoints"] == 0
+    t = time.time()
+    p.pri.kill(signal.SIGKILL)
+    p.sq.wait_event("COLO_EXIT", timeout=30)
+    time.sleep(4)
+    s = stop_client(c, t)
+    after = p.sq.cmd("query-colo-status")["stats"]["hybrid"]
+    print(s, after)
+    assert s["ncontradictions"] == 0, s["contradictions"]
+    assert s["tcp"]["same_connection"] and s["no_reply"] == 0, s
+    assert s["answers_after_kill"] > 100, s
+    assert after["rewritten-out"] > st["rewritten-out"] + 100, (st, after)
