@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -264,6 +265,23 @@ static void primary_link_cb(void *opaque, enum mirror_kind kind, unsigned nic, u
         colo_kick();
 }
 
+/* The link broke while comparing: the SVM no longer gets input or sends output, so replication
+ * cannot go on; leave COLO by the policy (the secondary, if alive, hears it and disarms). */
+static void primary_link_broken(void *opaque, const char *why)
+{
+    char msg[160];
+    bool comparing;
+
+    (void)opaque;
+    pthread_mutex_lock(&hy.lock);
+    comparing = hy.comparing;
+    pthread_mutex_unlock(&hy.lock);
+    if (!comparing)
+        return;
+    snprintf(msg, sizeof(msg), "the hybrid frame link broke (%s)", why);
+    colo_request_leave(msg);
+}
+
 int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd)
 {
     struct colo_cmp_config cfg = {.timeout_ns = (uint64_t)c->compare_timeout_ms * 1000000ULL,
@@ -295,7 +313,7 @@ int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd)
     }
     hy.comparing = true;
     pthread_mutex_unlock(&hy.lock);
-    r = mirror_start(&hy.link, link_fd, primary_link_cb, NULL);
+    r = mirror_start(&hy.link, link_fd, primary_link_cb, primary_link_broken, NULL);
     link_fd = -1;
     if (r)
         goto fail;
@@ -638,7 +656,7 @@ int hybrid_secondary_start(struct colo *c, struct vm *vm, int link_fd)
         hy.nnics = i + 1;
     }
     pthread_mutex_unlock(&hy.lock);
-    r = mirror_start(&hy.link, link_fd, secondary_link_cb, NULL);
+    r = mirror_start(&hy.link, link_fd, secondary_link_cb, NULL, NULL);
     if (r) {
         hybrid_secondary_stop();
         return r;

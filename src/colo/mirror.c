@@ -48,12 +48,17 @@ static int rbuf_need(int fd, struct rbuf *rb, size_t n)
 
 static void mark_broken(struct mirror *mi, const char *why)
 {
+    bool first;
+
     pthread_mutex_lock(&mi->lock);
-    if (!mi->broken && !mi->stopping)
+    first = !mi->broken && !mi->stopping;
+    if (first)
         log_warn("colo: frame link: %s", why);
     mi->broken = true;
     pthread_cond_broadcast(&mi->cond);
     pthread_mutex_unlock(&mi->lock);
+    if (first && mi->on_broken)
+        mi->on_broken(mi->opaque, why);
 }
 
 static void *reader_main(void *opaque)
@@ -172,11 +177,12 @@ static void *writer_main(void *opaque)
     }
 }
 
-int mirror_start(struct mirror *mi, int fd, mirror_recv_fn fn, void *opaque)
+int mirror_start(struct mirror *mi, int fd, mirror_recv_fn fn,
+                 void (*on_broken)(void *opaque, const char *why), void *opaque)
 {
     int r;
 
-    *mi = (struct mirror){.fd = fd, .fn = fn, .opaque = opaque};
+    *mi = (struct mirror){.fd = fd, .fn = fn, .on_broken = on_broken, .opaque = opaque};
     pthread_mutex_init(&mi->lock, NULL);
     pthread_cond_init(&mi->cond, NULL);
     r = -pthread_create(&mi->reader, NULL, reader_main, mi);
@@ -256,13 +262,12 @@ int mirror_send(struct mirror *mi, enum mirror_kind kind, unsigned nic, uint64_t
             memmove(rec->data, rec->data + w, rec->len - (size_t)w);
             rec->len -= (size_t)w;
         } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            int e = errno;
-            mi->broken = true;
+            char why[96];
+            snprintf(why, sizeof(why), "send failed: %s", strerror(errno));
             mi->dropped++;
-            pthread_cond_broadcast(&mi->cond);
             pthread_mutex_unlock(&mi->lock);
             free(rec);
-            log_warn("colo: frame link: send failed: %s", strerror(e));
+            mark_broken(mi, why);
             return -EPIPE;
         }
     }

@@ -45,12 +45,16 @@ struct mirror {
     bool writing; /* the writer thread is sending records it took off the queue */
     mirror_recv_fn fn;
     void *opaque;
+    void (*on_broken)(void *opaque,
+                      const char *why); /* optional; once, on the thread that saw it */
     /* counters (lock) */
     uint64_t sent, received, dropped;
 };
 
-/* Start both threads on fd (taken: closed by mirror_stop, or here on failure). */
-int mirror_start(struct mirror *mi, int fd, mirror_recv_fn fn, void *opaque);
+/* Start both threads on fd (taken: closed by mirror_stop, or here on failure). on_broken
+ * (optional) is told once when the link breaks by itself (not when stopped). */
+int mirror_start(struct mirror *mi, int fd, mirror_recv_fn fn,
+                 void (*on_broken)(void *opaque, const char *why), void *opaque);
 /* Queue one frame, any thread, never blocks. 0; -ENOBUFS: MIRROR_QUEUE_MAX bytes already wait
  * (dropped, counted); -EPIPE: the link is down (dropped, counted); -EMSGSIZE. */
 int mirror_send(struct mirror *mi, enum mirror_kind kind, unsigned nic, uint64_t gen,

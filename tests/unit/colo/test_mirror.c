@@ -52,6 +52,15 @@ static void on_rec(void *opaque, enum mirror_kind kind, unsigned nic, uint64_t g
     pthread_mutex_unlock(&s->lock);
 }
 
+static int broken_calls;
+
+static void on_broken(void *opaque, const char *why)
+{
+    (void)opaque;
+    (void)why;
+    __atomic_add_fetch(&broken_calls, 1, __ATOMIC_SEQ_CST);
+}
+
 static void sink_init(struct sink *s)
 {
     memset(s, 0, sizeof(*s));
@@ -93,8 +102,8 @@ static void both_ways_in_order(void **state)
     sink_init(&sink_a);
     sink_init(&sink_b);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(mirror_start(&a, sv[0], on_rec, &sink_a), 0);
-    assert_int_equal(mirror_start(&b, sv[1], on_rec, &sink_b), 0);
+    assert_int_equal(mirror_start(&a, sv[0], on_rec, on_broken, &sink_a), 0);
+    assert_int_equal(mirror_start(&b, sv[1], on_rec, on_broken, &sink_b), 0);
     for (unsigned i = 0; i < 40; i++)
         assert_int_equal(send_frame(&a, MIRROR_INPUT, i % 3, 100 + i, 60 + i * 37, (uint8_t)i), 0);
     assert_int_equal(send_frame(&b, MIRROR_OUTPUT, 1, 7, MIRROR_FRAME_MAX, 0xab), 0);
@@ -129,7 +138,7 @@ static void malformed(uint32_t n, uint8_t kind, uint16_t reserved, size_t body)
 
     sink_init(&sink_b);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(mirror_start(&b, sv[1], on_rec, &sink_b), 0);
+    assert_int_equal(mirror_start(&b, sv[1], on_rec, on_broken, &sink_b), 0);
     memset(buf, 0, sizeof(buf));
     be32_store(buf, n);
     buf[4] = kind;
@@ -144,6 +153,7 @@ static void malformed(uint32_t n, uint8_t kind, uint16_t reserved, size_t body)
 static void malformed_records_break_the_link(void **state)
 {
     (void)state;
+    broken_calls = 0;
     malformed(12 + 60, 3, 0, 60);                  /* unknown kind */
     malformed(12 + 60, MIRROR_INPUT, 1, 60);       /* reserved field set */
     malformed(12 + 13, MIRROR_INPUT, 0, 13);       /* shorter than an Ethernet header */
@@ -161,7 +171,7 @@ static void full_queue_refuses(void **state)
     sink_init(&sink_a);
     /* nobody reads sv[1]: the writer blocks once the socket buffer is full */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(mirror_start(&a, sv[0], on_rec, &sink_a), 0);
+    assert_int_equal(mirror_start(&a, sv[0], on_rec, on_broken, &sink_a), 0);
     while (sent < 10000 && (r = send_frame(&a, MIRROR_INPUT, 0, 0, MIRROR_FRAME_MAX, 0)) == 0)
         sent++;
     assert_int_equal(r, -ENOBUFS);
