@@ -25,6 +25,7 @@ const char *const colo_fault_points[] = {
     "p-handover",   /* primary: between the final precopy stage and the first COLO epoch */
     "s-disk-apply", /* secondary: between two staged disk writes of an apply */
     "p-disk-log",   /* primary: logging a guest write for the current epoch */
+    "s-link-send",  /* hybrid secondary: sending an SVM frame, N = the SVM's generation */
     NULL};
 
 #define MAX_FAULTS 8

@@ -7,7 +7,8 @@
  * and, where the code at that point supports it (primary points before data leaves):
  *   corrupt   flip one bit of the data about to be sent (p-before-send: RAM, p-before-size:
  *             device state)
- *   badmsg    send an unknown message code instead of the next message (p-before-request)
+ *   badmsg    send an unknown message code instead of the next message (p-before-request;
+ *             s-link-send: a frame-link record of an unknown kind)
  *   truncate  send half of the device state, then close the stream (p-mid-devbuf)
  *   eio       the I/O at that point fails with EIO (s-disk-apply: the secondary's image write;
  *             p-disk-log: the primary cannot log the write for the secondary)

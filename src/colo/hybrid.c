@@ -10,6 +10,7 @@
 
 #include "colo/colo_int.h"
 #include "colo/compare.h"
+#include "colo/fault.h"
 #include "colo/mirror.h"
 #include "colo/rewrite.h"
 #include "core/log.h"
@@ -583,6 +584,8 @@ static int svm_send(void *opaque, const struct iovec *iov, int n)
     one = (struct iovec){.iov_base = h->txbuf, .iov_len = len};
     if (local)
         return tap_send(&h->n->tap, &one, 1);
+    if (colo_fault_point("s-link-send", gen) == COLO_FAULT_BADMSG)
+        mirror_send(&hy.link, (enum mirror_kind)9, h->idx, gen, &one, 1); /* garbage for tests */
     r = mirror_send(&hy.link, MIRROR_OUTPUT, h->idx, gen, &one, 1);
     return r ? r : (int)len;
 }

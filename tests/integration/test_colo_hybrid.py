@@ -239,3 +239,25 @@ def test_hybrid_failover_keeps_rewriting_a_connection_opened_since_the_checkpoin
     assert s["tcp"]["same_connection"] and s["no_reply"] == 0, s
     assert s["answers_after_kill"] > 100, s
     assert after["rewritten-out"] > st["rewritten-out"] + 100, (st, after)
+
+
+@pytest.mark.netns
+def test_hybrid_malformed_link_record_primary_leaves_cleanly(vmenv, procs, hosts):
+    """The secondary sends a frame-link record of an unknown kind (fault injection): the
+    primary closes the link, says why, leaves COLO by the policy (the secondary hears it and
+    disarms) and serves on; the client loses nothing."""
+    p = hybrid_pair(vmenv, procs, hosts, delay_ms=300,
+                    sec_env={"TANDEM_COLO_FAULT": "s-link-send:2:badmsg"})
+    p.start()
+    c = start_client(hosts, "--both")
+    ev = p.pq.wait_event("COLO_EXIT", timeout=60)
+    assert ev["data"] == {"mode": "primary", "reason": "error"}, ev
+    time.sleep(2)
+    s = stop_client(c)
+    print(s)
+    assert "malformed record" in p.pri.text and "frame link broke" in p.pri.text, p.pri.text[-3000:]
+    assert s["ncontradictions"] == 0, s["contradictions"]
+    assert s["no_reply"] == 0 and s["tcp"]["same_connection"], s
+    assert s["ops"] > 100, s
+    sec = p.sq.cmd("query-colo-status")
+    assert not sec["armed"], sec
