@@ -261,3 +261,35 @@ def test_hybrid_malformed_link_record_primary_leaves_cleanly(vmenv, procs, hosts
     assert s["ops"] > 100, s
     sec = p.sq.cmd("query-colo-status")
     assert not sec["armed"], sec
+
+
+def test_hybrid_parameters_and_refusals(vmenv, procs, tmp_path):
+    """x-colo-mode is a string parameter ("periodic" by default); anything else is refused and
+    changes nothing. A hybrid pair with a disk is refused with a clear error (the running SVM
+    would write its image) and the primary runs on."""
+    imgs = []
+    for name in ("pri.img", "sec.img"):
+        img = tmp_path / name
+        with open(img, "wb") as f:
+            f.truncate(1 << 20)
+        imgs.append(img)
+    p = Pair(vmenv, procs, guest="blkcheck", append="flush=8",
+             pri_extra=("--disk", f"path={imgs[0]}"), sec_extra=("--disk", f"path={imgs[1]}"))
+    q = p.pq
+    assert q.cmd("query-migrate-parameters")["x-colo-mode"] == "periodic"
+    for bad in ("Hybrid", 1, "", None):
+        e = q.execute("migrate-set-parameters", {"x-colo-mode": bad, "x-compare-timeout": 50})
+        assert "error" in e and "x-colo-mode" in e["error"]["desc"], e
+    params = q.cmd("query-migrate-parameters")
+    assert params["x-colo-mode"] == "periodic" and params["x-compare-timeout"] == 200, params
+    e = q.execute("migrate-set-parameters", {"x-compare-timeout": 5})
+    assert "error" in e, e
+    q.cmd("migrate-set-parameters", {"x-colo-mode": "hybrid", "x-compare-timeout": 300})
+    assert q.cmd("query-migrate-parameters")["x-compare-timeout"] == 300
+    p.start(wait=False)
+    deadline = time.monotonic() + 30
+    while q.cmd("query-migrate")["status"] != "failed":
+        assert time.monotonic() < deadline, q.cmd("query-migrate")
+        time.sleep(0.05)
+    assert "does not support disks" in q.cmd("query-migrate")["error-desc"]
+    assert q.cmd("query-status")["status"] == "running"
