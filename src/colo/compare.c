@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mix.h"
 #include "migration/be.h"
 
 #define ETH_HLEN      14
@@ -221,16 +222,6 @@ static bool key_eq(const struct key *a, const struct key *b)
 {
     return a->src == b->src && a->dst == b->dst && a->sport == b->sport && a->dport == b->dport &&
            a->proto == b->proto;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
 }
 
 static size_t key_hash(const struct colo_compare *c, const struct key *k)

@@ -283,6 +283,22 @@ static void primary_link_broken(void *opaque, const char *why)
     colo_request_leave(msg);
 }
 
+/* A new session's common state (hy.lock held). */
+static void session_reset(struct colo *c, struct vm *vm, bool primary)
+{
+    hy.primary = primary;
+    hy.secondary = !primary;
+    hy.taken_over = hy.running = false;
+    hy.c = c;
+    hy.vm = vm;
+    atomic_store(&hy.gen, 0);
+    hy.nflushed = 0;
+    hy.hold_count = hy.hold_sum_us = 0;
+    hy.svm_dropped = hy.mirrored = hy.mirror_drops = hy.ckpt_released = 0;
+    hy.rw_in = hy.rw_out = 0;
+    memset(&hy.cmp_done, 0, sizeof(hy.cmp_done));
+}
+
 int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd)
 {
     struct colo_cmp_config cfg = {.timeout_ns = (uint64_t)c->compare_timeout_ms * 1000000ULL,
@@ -291,16 +307,8 @@ int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd)
     int r;
 
     pthread_mutex_lock(&hy.lock);
-    hy.primary = true;
-    hy.secondary = false;
-    hy.c = c;
-    hy.vm = vm;
+    session_reset(c, vm, true);
     hy.nnics = c->nouts;
-    atomic_store(&hy.gen, 0);
-    hy.nflushed = 0;
-    hy.hold_count = hy.hold_sum_us = 0;
-    hy.svm_dropped = hy.mirrored = hy.mirror_drops = hy.ckpt_released = 0;
-    memset(&hy.cmp_done, 0, sizeof(hy.cmp_done));
     for (unsigned i = 0; i < hy.nnics; i++) {
         struct hnic *h = &hy.nic[i];
         h->idx = i;
@@ -629,15 +637,8 @@ int hybrid_secondary_start(struct colo *c, struct vm *vm, int link_fd)
     int r;
 
     pthread_mutex_lock(&hy.lock);
-    hy.primary = false;
-    hy.secondary = true;
-    hy.taken_over = false;
-    hy.running = false;
-    hy.c = c;
-    hy.vm = vm;
+    session_reset(c, vm, false);
     hy.nnics = 0;
-    atomic_store(&hy.gen, 0);
-    hy.svm_dropped = hy.mirrored = hy.mirror_drops = hy.rw_in = hy.rw_out = 0;
     for (unsigned i = 0; i < COLO_MAX_NICS; i++) {
         struct hnic *h = &hy.nic[i];
         struct virtio_net *n = virtio_net_find(vm, i);

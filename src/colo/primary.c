@@ -283,7 +283,10 @@ static bool primary_wait(struct colo *c, uint64_t due_ns, bool hybrid, enum colo
     return go;
 }
 
-static int open_heartbeat_primary(struct colo *c, struct migration *m)
+/* A second (heartbeat) or third (hybrid frame link) connection to the secondary's listening
+ * port, authenticated with the session token. Returns the fd or -errno; what names it in
+ * the log. */
+static int connect_authenticated(struct colo *c, struct migration *m, const char *what)
 {
     struct chan_uri u;
     char err[256];
@@ -293,39 +296,34 @@ static int open_heartbeat_primary(struct colo *c, struct migration *m)
         return -EINVAL;
     fd = chan_connect(&u, COLO_START_TIMEOUT, err, sizeof(err));
     if (fd < 0) {
-        log_err("colo: heartbeat: %s", err);
+        log_err("colo: %s: %s", what, err);
         return fd;
     }
     r = heartbeat_handshake(fd, true, &c->hbp, COLO_START_TIMEOUT, err, sizeof(err));
     if (r) {
-        log_err("colo: heartbeat: %s", err);
+        log_err("colo: %s: %s", what, err);
         close(fd);
         return r;
     }
+    return fd;
+}
+
+static int open_heartbeat_primary(struct colo *c, struct migration *m)
+{
+    int fd = connect_authenticated(c, m, "heartbeat");
+
+    if (fd < 0)
+        return fd;
     return heartbeat_start(&c->hb, fd, &c->hbp, colo_hb_event, c);
 }
 
-/* Hybrid: the frame link, a third connection authenticated like the heartbeat. */
+/* Hybrid: the frame link (TCP_NODELAY: frames are latency-bound). */
 static int open_link_primary(struct colo *c, struct migration *m)
 {
-    struct chan_uri u;
-    char err[256];
-    int fd, r;
+    int fd = connect_authenticated(c, m, "frame link");
 
-    if (chan_parse_uri(m->uri, &u, err, sizeof(err)))
-        return -EINVAL;
-    fd = chan_connect(&u, COLO_START_TIMEOUT, err, sizeof(err));
-    if (fd < 0) {
-        log_err("colo: frame link: %s", err);
-        return fd;
-    }
-    r = heartbeat_handshake(fd, true, &c->hbp, COLO_START_TIMEOUT, err, sizeof(err));
-    if (r) {
-        log_err("colo: frame link: %s", err);
-        close(fd);
-        return r;
-    }
-    chan_tune_socket(fd);
+    if (fd >= 0)
+        chan_tune_socket(fd);
     return fd;
 }
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mix.h"
 #include "migration/be.h"
 
 #define ETH_HLEN     14
@@ -162,10 +163,7 @@ static size_t key_hash(const struct colo_rewriter *rw, const struct rw_key *k)
     uint64_t x = ((uint64_t)k->vm_ip << 32 | k->peer_ip) ^
                  ((uint64_t)k->vm_port << 16 | k->peer_port) * 0x9e3779b97f4a7c15ull;
 
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return (size_t)(x & (rw->nbuckets - 1));
+    return (size_t)(mix64(x) & (rw->nbuckets - 1));
 }
 
 static void lru_unlink(struct colo_rewriter *rw, struct rw_conn *e)
