@@ -82,7 +82,23 @@ def parse_reply(data: bytes, attempts: int = 1) -> Reply:
     raise ValueError(f"malformed reply: {text!r}")
 
 
-class Client:
+class Requests:
+    """The protocol's requests on top of a request(line) -> Reply."""
+
+    def request(self, line: str) -> Reply:
+        raise NotImplementedError
+
+    def set(self, key: str, value: str) -> Reply:
+        return self.request(f"SET {key} {value}")
+
+    def get(self, key: str) -> Reply:
+        return self.request(f"GET {key}")
+
+    def delete(self, key: str) -> Reply:
+        return self.request(f"DEL {key}")
+
+
+class Client(Requests):
     """Requests to one netkv server; counts the datagrams it had to re-send."""
 
     def __init__(self, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT,
@@ -108,17 +124,8 @@ class Client:
         raise NoReply(f"{line!r}: no reply from {self.addr[0]}:{self.addr[1]} after "
                       f"{self.retries + 1} attempts")
 
-    def set(self, key: str, value: str) -> Reply:
-        return self.request(f"SET {key} {value}")
 
-    def get(self, key: str) -> Reply:
-        return self.request(f"GET {key}")
-
-    def delete(self, key: str) -> Reply:
-        return self.request(f"DEL {key}")
-
-
-class TcpClient:
+class TcpClient(Requests):
     """Requests over one TCP connection, opened here and kept for the client's life.
 
     The same API as Client (request, set, get, delete return Reply); also request_many
@@ -205,15 +212,6 @@ class TcpClient:
     def request(self, line: str) -> Reply:
         return self.request_many([line])[0]
 
-    def set(self, key: str, value: str) -> Reply:
-        return self.request(f"SET {key} {value}")
-
-    def get(self, key: str) -> Reply:
-        return self.request(f"GET {key}")
-
-    def delete(self, key: str) -> Reply:
-        return self.request(f"DEL {key}")
-
     def close(self):
         """Half-close (our FIN), read to the server's FIN, close. True if the server closed
         cleanly with nothing unread."""
@@ -231,7 +229,7 @@ class TcpClient:
         return clean
 
 
-class MixedClient:
+class MixedClient(Requests):
     """One sequence of requests, each sent over UDP or TCP at random (seeded): both paths to
     the same store, checked as one (load's model). Raises what either client raises."""
 
@@ -245,15 +243,6 @@ class MixedClient:
 
     def request(self, line: str) -> Reply:
         return (self.tcp if self.rng.random() < 0.5 else self.udp).request(line)
-
-    def set(self, key: str, value: str) -> Reply:
-        return self.request(f"SET {key} {value}")
-
-    def get(self, key: str) -> Reply:
-        return self.request(f"GET {key}")
-
-    def delete(self, key: str) -> Reply:
-        return self.request(f"DEL {key}")
 
     def close(self):
         return self.tcp.close()
