@@ -286,7 +286,7 @@ static void takeover_cb(void *opaque)
  * the frame link). Anyone may connect to the listening port: a connection that cannot prove it
  * knows this session's token is closed, and we wait on for the real one until the deadline.
  * Returns the authenticated fd or -errno. */
-static int accept_authenticated(struct secondary *s, struct migration *m)
+static int accept_authenticated(struct secondary *s, struct migration *m, const char *what)
 {
     uint64_t deadline = now_ms() + COLO_START_TIMEOUT;
     char err[160];
@@ -311,7 +311,7 @@ static int accept_authenticated(struct secondary *s, struct migration *m)
         r = heartbeat_handshake(fd, false, &s->c->hbp, (int)(deadline - now_ms()), err,
                                 sizeof(err));
         if (r) {
-            log_warn("colo: secondary: refused a connection: %s", err);
+            log_warn("colo: secondary: refused a %s connection: %s", what, err);
             close(fd);
             continue;
         }
@@ -321,7 +321,7 @@ static int accept_authenticated(struct secondary *s, struct migration *m)
 
 static int accept_heartbeat(struct secondary *s, struct migration *m)
 {
-    int fd = accept_authenticated(s, m);
+    int fd = accept_authenticated(s, m, "heartbeat");
 
     if (fd < 0)
         return fd;
@@ -424,7 +424,7 @@ int colo_secondary_run(struct migration *m, int fd, struct stream_reader *sr,
         goto out;
     }
     if (c->hybrid) {
-        int lfd = accept_authenticated(s, m);
+        int lfd = accept_authenticated(s, m, "frame link");
         s->hybrid = true;
         s->bitmap_bytes = (m->vm->mem.size / PAGE_SIZE + 63) / 64 * 8;
         s->svm_dirty = calloc(1, s->bitmap_bytes);
