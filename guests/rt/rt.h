@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../../src/core/mix.h"
+
 /* Exit values shared by all guests (written to the debug-exit port 0xf4). */
 #define RT_EXIT_OK        0 /* finished normally */
 #define RT_EXIT_CONFIG    2 /* bad command line or not enough RAM */
@@ -76,19 +78,14 @@ _Noreturn void rt_triple_fault(void);
 /* Stop the vCPU for good (hlt from ring 3 traps; ring 0 then halts with IF=0). */
 _Noreturn void rt_halt(void);
 
-/* Compiler barrier: keeps busy loops and ordered stores from being optimised away. */
 /* A 64-bit finalizer (MurmurHash3's fmix64): the guests' one mixing function, so their hash
- * chains and stamps are identical wherever they run. */
+ * chains and stamps are identical wherever they run; the VMM's own (header-only, shared). */
 static inline uint64_t rt_mix64(uint64_t x)
 {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
+    return mix64(x);
 }
 
+/* Compiler barrier: keeps busy loops and ordered stores from being optimised away. */
 static inline void rt_barrier(void)
 {
     __asm__ volatile("" : : : "memory");

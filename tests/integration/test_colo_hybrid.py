@@ -41,6 +41,19 @@ def start_client(lan, mode="--udp"):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
+def load_run(p, lan, seconds=12):
+    """A --both load for `seconds`; the client's summary (checked: nothing contradicted, every
+    request answered, the TCP connection never lost) and the primary's status."""
+    c = start_client(lan, "--both")
+    time.sleep(seconds)
+    s = stop_client(c)
+    st, hy, by = hybrid_stats(p.pq)
+    print(json.dumps(s), json.dumps(st["stats"]))
+    assert s["ncontradictions"] == 0, s["contradictions"]
+    assert s["no_reply"] == 0 and s["tcp"]["same_connection"], s
+    return s, hy, by
+
+
 def hybrid_stats(q):
     st = q.cmd("query-colo-status")
     return st, st["stats"].get("hybrid", {}), st["stats"]["checkpoints-by-cause"]
@@ -84,13 +97,7 @@ def test_hybrid_udp_and_tcp_under_load(vmenv, procs, hosts):
     output is released by comparison, and checkpoints are mostly the periodic ones."""
     p = hybrid_pair(vmenv, procs, hosts, delay_ms=500)
     p.start()
-    c = start_client(hosts, "--both")
-    time.sleep(12)
-    s = stop_client(c)
-    st, hy, by = hybrid_stats(p.pq)
-    print(json.dumps(s), json.dumps(st["stats"]))
-    assert s["ncontradictions"] == 0, s["contradictions"]
-    assert s["no_reply"] == 0 and s["tcp"]["same_connection"], s
+    s, hy, by = load_run(p, hosts)
     assert s["ops"] > 200, s
     assert hy["matched"] > s["ops"] // 2, hy
     total = sum(by.values())
@@ -103,13 +110,7 @@ def test_hybrid_divergence_checkpoints(vmenv, procs, hosts):
     the VMs, and each difference is a mismatch checkpoint."""
     p = hybrid_pair(vmenv, procs, hosts, delay_ms=3000, append="diverge=10")
     p.start()
-    c = start_client(hosts, "--both")
-    time.sleep(12)
-    s = stop_client(c)
-    st, hy, by = hybrid_stats(p.pq)
-    print(json.dumps(s), json.dumps(st["stats"]))
-    assert s["ncontradictions"] == 0, s["contradictions"]
-    assert s["no_reply"] == 0 and s["tcp"]["same_connection"], s
+    s, hy, by = load_run(p, hosts)
     n = s["nonces"]
     assert n >= 10, s
     # the client saw n diverged replies; each made a mismatch checkpoint (replies the client
