@@ -174,8 +174,7 @@ static ssize_t roundtrip(struct conn *c, int tcp, const char *q, int ql, int tim
     }
 }
 
-static int lat(int tcp, const char *ip, int port, double secs, long maxn, long warm,
-               int timeout_ms)
+static int lat(int tcp, const char *ip, int port, double secs, long maxn, long warm, int timeout_ms)
 {
     struct conn c = {0};
     long n = 0, resent = 0;
@@ -216,8 +215,8 @@ static int lat(int tcp, const char *ip, int port, double secs, long maxn, long w
     qsort(t, n, sizeof(double), cmp_d);
     long i99 = (long)ceil(0.99 * n) - 1, i50 = (long)ceil(0.50 * n) - 1;
     printf("lat n=%ld p50_us=%.1f p99_us=%.1f mean_us=%.1f max_us=%.1f resent=%ld\n", n,
-           t[i50 < 0 ? 0 : i50] * 1e6, t[i99 < 0 ? 0 : i99] * 1e6, sum / n * 1e6,
-           t[n - 1] * 1e6, resent);
+           t[i50 < 0 ? 0 : i50] * 1e6, t[i99 < 0 ? 0 : i99] * 1e6, sum / n * 1e6, t[n - 1] * 1e6,
+           resent);
     return 0;
 }
 
@@ -279,8 +278,7 @@ static int load(int tcp, const char *ip, int port, int conns, double secs, int t
         if (tcp)
             for (int i = 0; i < conns; i++)
                 if (t - c[i].sent > timeout_ms * 10 / 1000.0) {
-                    fprintf(stderr, "load: connection %d: no reply in %d ms\n", i,
-                            timeout_ms * 10);
+                    fprintf(stderr, "load: connection %d: no reply in %d ms\n", i, timeout_ms * 10);
                     return 3;
                 }
     }
@@ -300,8 +298,8 @@ static int probe(int tcp, const char *ip, int port, int timeout_ms)
         fprintf(stderr, "probe: connect: %s\n", strerror(errno));
         return 3;
     }
-    ssize_t len = roundtrip(&c, tcp, q, make_req(q, 99, 0), tcp ? timeout_ms / 10 : timeout_ms,
-                            1, &resent);
+    ssize_t len =
+        roundtrip(&c, tcp, q, make_req(q, 99, 0), tcp ? timeout_ms / 10 : timeout_ms, 1, &resent);
     if (len < 0) {
         fprintf(stderr, "probe: no reply\n");
         return 3;

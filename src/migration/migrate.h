@@ -54,7 +54,7 @@ struct mig_params {
     uint64_t colo_disk_log_max;     /* x-colo-disk-log-max (tandem): bytes per disk and epoch */
     uint64_t colo_io_timeout_ms;    /* x-colo-io-timeout (tandem): stream waits, apply base */
     uint64_t colo_buffer_max;       /* x-colo-buffer-max (tandem): checkpoint buffer, bytes */
-    uint64_t colo_hybrid;        /* x-colo-mode (tandem): 0 "periodic", 1 "hybrid" (docs/hybrid.md) */
+    uint64_t colo_hybrid; /* x-colo-mode (tandem): 0 "periodic", 1 "hybrid" (docs/hybrid.md) */
     uint64_t compare_timeout_ms; /* x-compare-timeout (tandem, hybrid): an unmatched frame's wait */
 };
 
