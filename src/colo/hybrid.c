@@ -225,19 +225,14 @@ static int pvm_send(void *opaque, const struct iovec *iov, int n)
     return (int)len;
 }
 
-/* Every frame the PVM's tap delivers goes to the SVM too (vd lock and dev_lock held). */
+/* Every frame the PVM's tap delivers goes to the SVM too (vd lock and dev_lock held); the
+ * link counts what it sent and dropped. */
 static bool pvm_rx_seen(void *opaque, uint8_t *frame, size_t len)
 {
     struct hnic *h = opaque;
     struct iovec iov = {.iov_base = frame, .iov_len = len};
     int r = mirror_send(&hy.link, MIRROR_INPUT, h->idx, atomic_load(&hy.gen), &iov, 1);
 
-    pthread_mutex_lock(&hy.lock);
-    if (r)
-        hy.mirror_drops++;
-    else
-        hy.mirrored++;
-    pthread_mutex_unlock(&hy.lock);
     if (r == -ENOBUFS) /* the SVM misses an input: it will diverge; resynchronise now */
         colo_request_checkpoint_for(COLO_CKPT_QUEUE_FULL);
     return false;
@@ -809,6 +804,13 @@ void hybrid_query(struct hybrid_stats *st)
     st->svm_dropped = hy.svm_dropped;
     st->mirrored = hy.mirrored;
     st->mirror_drops = hy.mirror_drops;
+    if (!hy.secondary) {
+        /* a primary's link carries input frames only: its counters are the mirror's */
+        pthread_mutex_lock(&hy.link.lock);
+        st->mirrored = hy.link.sent;
+        st->mirror_drops = hy.link.dropped;
+        pthread_mutex_unlock(&hy.link.lock);
+    }
     st->rewritten_in = hy.rw_in;
     st->rewritten_out = hy.rw_out;
     for (unsigned i = 0; hy.secondary && i < hy.nnics; i++) {
