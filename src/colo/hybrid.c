@@ -334,11 +334,11 @@ int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd)
 fail:
     if (link_fd >= 0)
         close(link_fd);
-    hybrid_primary_stop(c, vm);
+    hybrid_primary_stop(c);
     return r;
 }
 
-void hybrid_primary_close_gen(struct colo *c, uint64_t gen)
+void hybrid_primary_close_gen(uint64_t gen)
 {
     pthread_mutex_lock(&hy.lock);
     hy.closing = gen;
@@ -353,7 +353,6 @@ void hybrid_primary_close_gen(struct colo *c, uint64_t gen)
     }
     atomic_store(&hy.gen, gen);
     pthread_mutex_unlock(&hy.lock);
-    (void)c;
 }
 
 void hybrid_primary_released(void)
@@ -411,7 +410,7 @@ static void add_stats(struct colo_cmp_stats *t, const struct colo_cmp_stats *s)
     t->svm_discarded += s->svm_discarded;
 }
 
-void hybrid_primary_stop(struct colo *c, struct vm *vm)
+void hybrid_primary_stop(struct colo *c)
 {
     bool was;
 
@@ -446,7 +445,6 @@ void hybrid_primary_stop(struct colo *c, struct vm *vm)
     }
     hy.nflushed = 0; /* released or discarded by the policy: no hold time */
     pthread_mutex_unlock(&hy.lock);
-    (void)vm;
 }
 
 /* ---- secondary ---- */

@@ -32,7 +32,7 @@ struct vm;
 int hybrid_primary_start(struct colo *c, struct vm *vm, int link_fd);
 /* Checkpoint gen is being captured (vCPUs paused, dev_lock held), before the epoch closes:
  * held PVM frames join the closing epoch, SVM frames are dropped, input is tagged gen. */
-void hybrid_primary_close_gen(struct colo *c, uint64_t gen);
+void hybrid_primary_close_gen(uint64_t gen);
 /* The checkpoint-released frames left (after colo_devices_release): their hold times count. */
 void hybrid_primary_released(void);
 /* Monotonic ns when a held frame times out (UINT64_MAX: nothing held). */
@@ -41,7 +41,7 @@ uint64_t hybrid_primary_deadline(void);
 void hybrid_primary_poll(void);
 /* Leaving COLO, before the output policy: comparing stops, every held frame joins the epoch
  * buffer (released or discarded by the policy), the link closes. Idempotent. */
-void hybrid_primary_stop(struct colo *c, struct vm *vm);
+void hybrid_primary_stop(struct colo *c);
 
 /* ---- secondary ---- */
 

@@ -147,7 +147,7 @@ static int primary_checkpoint(struct primary *p)
         devstate_save(p->ds, &p->devbuf);
     epoch = p->n;
     if (p->svm_dirty)
-        hybrid_primary_close_gen(c, p->n); /* held output joins this epoch */
+        hybrid_primary_close_gen(p->n); /* held output joins this epoch */
     colo_devices_close_epoch(c);
     rd = colo_disk_close_epoch(p->vm);
     if (!r)
@@ -373,7 +373,7 @@ static void primary_leave(struct primary *p)
     uint64_t discarded;
 
     /* Hybrid: no more comparing; what is held waits in the epoch buffer for the policy. */
-    hybrid_primary_stop(c, p->vm);
+    hybrid_primary_stop(c);
 
     if (cause == LEAVE_ERROR || cause == LEAVE_REQUEST) {
         /* The secondary may be alive and armed: it must hear that we go on alone. Meanwhile
